@@ -1,0 +1,38 @@
+# The two commands of the README: `make run` and `make test`.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+HOST ?= 127.0.0.1
+PORT ?= 8000
+
+.PHONY: run test migrate superuser check clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(VENV)/.runtime: requirements.txt | $(BIN)/python
+	$(BIN)/pip install --disable-pip-version-check -q -r requirements.txt
+	touch $@
+
+$(VENV)/.dev: requirements.txt requirements-dev.txt | $(BIN)/python
+	$(BIN)/pip install --disable-pip-version-check -q -r requirements-dev.txt
+	touch $@ $(VENV)/.runtime
+
+## run: serve on http://$(HOST):$(PORT) on the embedded defaults (SQLite, in-process everything)
+run: $(VENV)/.runtime
+	$(BIN)/python manage.py migrate --noinput -v 0
+	@echo
+	@echo "signalserver on http://$(HOST):$(PORT)/   API docs: http://$(HOST):$(PORT)/v1/docs"
+	@echo "Admin: http://$(HOST):$(PORT)/admin/  (create an operator: $(BIN)/python manage.py createsuperuser)"
+	@echo
+	$(BIN)/python manage.py runserver $(HOST):$(PORT)
+
+## test: the whole suite on PostgreSQL and Redis (DATABASE_URL / REDIS_URL, default: local services)
+test: $(VENV)/.dev
+	$(BIN)/python -m pytest
+
+superuser: $(VENV)/.runtime
+	$(BIN)/python manage.py createsuperuser
+
+clean:
+	rm -rf $(VENV) db.sqlite3 var

@@ -1,0 +1,119 @@
+"""Accounts, their devices, phone-number identifiers and verification sessions (spec §0.1, §2)."""
+
+import uuid
+
+from django.db import models
+
+MAX_DEVICE_ID = 127
+PRIMARY_DEVICE_ID = 1
+
+
+class PhoneNumberIdentifier(models.Model):
+    """The PNI belongs to the number, not the account: assigned once per number, kept forever."""
+
+    number = models.CharField(max_length=20, unique=True)
+    pni = models.UUIDField(unique=True, default=uuid.uuid4, editable=False)
+
+    class Meta:
+        verbose_name = "phone number identifier"
+
+    def __str__(self):
+        return f"PNI:{self.pni}"
+
+
+class Account(models.Model):
+    aci = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    number = models.CharField(max_length=20, unique=True, null=True, blank=True)
+    pni = models.UUIDField(unique=True, null=True, blank=True, editable=False)
+    unidentified_access_key = models.BinaryField(max_length=16, null=True, blank=True)
+    unrestricted_unidentified_access = models.BooleanField(default=False)
+    discoverable_by_phone_number = models.BooleanField(default=True)
+    # SaltedTokenHash of the 64-hex-character registration lock; empty when no lock is set.
+    registration_lock_hash = models.CharField(max_length=80, blank=True, default="")
+    registration_lock_salt = models.CharField(max_length=32, blank=True, default="")
+    created = models.DateField(auto_now_add=True)
+
+    def __str__(self):
+        return str(self.aci)
+
+    @property
+    def has_registration_lock(self) -> bool:
+        return bool(self.registration_lock_hash)
+
+
+class Device(models.Model):
+    account = models.ForeignKey(Account, on_delete=models.CASCADE, related_name="devices")
+    device_id = models.PositiveSmallIntegerField()
+    auth_token_hash = models.CharField(max_length=80)
+    auth_salt = models.CharField(max_length=32)
+    registration_id = models.PositiveSmallIntegerField()
+    pni_registration_id = models.PositiveSmallIntegerField(null=True, blank=True)
+    name = models.BinaryField(max_length=225, null=True, blank=True)  # encrypted by the client
+    fetches_messages = models.BooleanField(default=False)
+    capabilities = models.JSONField(default=list, blank=True)  # names of the true capabilities
+    user_agent = models.CharField(max_length=64, blank=True, default="")  # X-Signal-Agent
+    apn_id = models.CharField(max_length=255, blank=True, default="")
+    gcm_id = models.CharField(max_length=255, blank=True, default="")
+    # Day granularity on purpose (privacy, spec §1.1).
+    created = models.DateField(auto_now_add=True)
+    last_seen = models.DateField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["account", "device_id"], name="device_unique_per_account"),
+            models.CheckConstraint(
+                condition=models.Q(device_id__gte=1, device_id__lte=MAX_DEVICE_ID), name="device_id_range"
+            ),
+        ]
+
+    def __str__(self):
+        return f"{self.account_id}.{self.device_id}"
+
+    @property
+    def is_primary(self) -> bool:
+        return self.device_id == PRIMARY_DEVICE_ID
+
+
+class RegistrationRecoveryPassword(models.Model):
+    """A 32-byte secret letting the owner of a number re-register without SMS; kept per PNI."""
+
+    pni = models.UUIDField(primary_key=True)
+    password_hash = models.CharField(max_length=80)
+    salt = models.CharField(max_length=32)
+    created = models.DateTimeField(auto_now=True)
+
+
+class DeletedAccount(models.Model):
+    """Remembers a deleted account's ACI for a while so re-registering the number gets it back."""
+
+    number = models.CharField(max_length=20, primary_key=True)
+    aci = models.UUIDField()
+    deleted_at = models.DateTimeField()
+
+
+class VerificationSession(models.Model):
+    """Proof of control of a phone number in progress (spec §2.1); expires after inactivity."""
+
+    id = models.BinaryField(primary_key=True, max_length=16)
+    number = models.CharField(max_length=20)
+    requested_information = models.JSONField(default=list)  # ordered: "pushChallenge", "captcha"
+    push_challenge = models.CharField(max_length=32, blank=True, default="")
+    push_challenge_solved = models.BooleanField(default=False)
+    allowed_to_request_code = models.BooleanField(default=False)
+    verified = models.BooleanField(default=False)
+    # HMAC of the code sent last (never the code itself), and when it stops being accepted.
+    code_hash = models.CharField(max_length=64, blank=True, default="")
+    code_expires_at = models.DateTimeField(null=True, blank=True)
+    sms_sent = models.PositiveSmallIntegerField(default=0)
+    calls_made = models.PositiveSmallIntegerField(default=0)
+    last_sms_at = models.DateTimeField(null=True, blank=True)
+    last_call_at = models.DateTimeField(null=True, blank=True)
+    failed_attempts = models.PositiveSmallIntegerField(default=0)
+    last_attempt_at = models.DateTimeField(null=True, blank=True)
+    sender_refused = models.BooleanField(default=False)  # provider refused permanently
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    expires_at = models.DateTimeField(db_index=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["number"])]

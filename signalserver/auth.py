@@ -1,0 +1,143 @@
+"""Device credentials: the salted token hash, Basic header parsing, and the one authenticator.
+
+`authenticate_device` is the single place a device proves who it is; the DRF authentication class
+below and the WebSocket upgrade both call it (DESIGN.md §3).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hmac
+import secrets
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+from rest_framework.authentication import BaseAuthentication
+
+LOCKED_PREFIX = "!"
+HASH_VERSION = "2."
+MAX_CREDENTIAL_LENGTH = 512  # longer usernames/passwords are refused before any hashing
+
+
+@dataclass(frozen=True, slots=True)
+class SaltedTokenHash:
+    """Spec §1.1: fast HKDF-SHA256 hash of a high-entropy client-chosen token."""
+
+    hash: str
+    salt: str
+
+    @classmethod
+    def generate(cls, token: str) -> SaltedTokenHash:
+        salt = secrets.token_hex(16)
+        return cls(hash=_token_hash(token, salt), salt=salt)
+
+    def verify(self, token: str) -> bool:
+        # A locked credential ("!" prefix) can never match: the computed hash has no "!".
+        return hmac.compare_digest(self.hash.encode(), _token_hash(token, self.salt).encode())
+
+
+def _token_hash(token: str, salt: str) -> str:
+    derived = HKDF(algorithm=hashes.SHA256(), length=32, salt=salt.encode(), info=b"authtoken").derive(
+        token.encode()
+    )
+    return HASH_VERSION + derived.hex()
+
+
+def parse_basic_header(header: str | None) -> tuple[str, str] | None:
+    """(username, password) from `Authorization: Basic …`, or None when absent or malformed."""
+    if not header or len(header) > 2 * MAX_CREDENTIAL_LENGTH:
+        return None
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() != "basic" or not value:
+        return None
+    try:
+        decoded = base64.b64decode(value.strip(), validate=True).decode()
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        return None
+    username, sep, password = decoded.partition(":")
+    if not sep:
+        return None
+    return username, password
+
+
+def parse_device_username(username: str) -> tuple[uuid.UUID, int] | None:
+    """`{aci}` or `{aci}.{deviceId}` → (aci, device id); no device id means the primary (1)."""
+    aci_text, sep, device_text = username.partition(".")
+    try:
+        aci = uuid.UUID(aci_text)
+    except ValueError:
+        return None
+    if not sep:
+        return aci, 1
+    if not device_text.isdigit() or not 1 <= int(device_text) <= 127:
+        return None
+    return aci, int(device_text)
+
+
+@dataclass(frozen=True, slots=True)
+class AuthenticatedDevice:
+    """What a request authenticated as: `request.user` and `request.auth` in DRF views."""
+
+    account: object  # accounts.models.Account
+    device: object  # accounts.models.Device
+    is_authenticated: bool = True
+
+    @property
+    def aci(self) -> uuid.UUID:
+        return self.account.aci
+
+
+def authenticate_device(username: str, password: str) -> AuthenticatedDevice | None:
+    """The device behind Basic credentials, or None; refreshes its day-granular last-seen."""
+    from accounts.models import Device  # apps are loaded by the time anyone authenticates
+
+    if len(username) > MAX_CREDENTIAL_LENGTH or len(password) > MAX_CREDENTIAL_LENGTH:
+        return None
+    parsed = parse_device_username(username)
+    if parsed is None:
+        return None
+    aci, device_id = parsed
+    device = Device.objects.select_related("account").filter(account_id=aci, device_id=device_id).first()
+    if device is None:
+        return None
+    if not SaltedTokenHash(device.auth_token_hash, device.auth_salt).verify(password):
+        return None
+    refresh_last_seen(device)
+    return AuthenticatedDevice(account=device.account, device=device)
+
+
+def refresh_last_seen(device, now: datetime | None = None) -> None:
+    """Keep `last_seen` at day granularity; the moment of the daily refresh is spread by ACI."""
+    from accounts.models import Device
+
+    now = now or datetime.now(UTC)
+    # Offset in [0, 1 day) derived from the ACI, so the refreshes of many accounts spread over the
+    # day and the update time reveals nothing about when the device was really used.
+    offset = timedelta(seconds=device.account_id.int % 86400)
+    due_day: date = (now - offset).date()
+    if device.last_seen is None or device.last_seen < due_day:
+        today = now.date()
+        Device.objects.filter(pk=device.pk).exclude(last_seen=today).update(last_seen=today)
+        device.last_seen = today
+
+
+class DeviceAuthentication(BaseAuthentication):
+    """DRF authentication by device credentials (HTTP Basic)."""
+
+    def authenticate(self, request):
+        credentials = parse_basic_header(request.META.get("HTTP_AUTHORIZATION"))
+        if credentials is None:
+            return None
+        principal = authenticate_device(*credentials)
+        if principal is None:
+            from rest_framework.exceptions import AuthenticationFailed
+
+            raise AuthenticationFailed()
+        return principal, principal
+
+    def authenticate_header(self, request):
+        return 'Basic realm="signal"'

@@ -1,0 +1,145 @@
+"""Domain errors and the one mapper that turns them (and DRF's own errors) into responses.
+
+Services raise `DomainError` subclasses carrying their status, body and headers; the DRF exception
+handler below and the WebSocket request dispatcher both go through `error_response`, so an error
+looks the same on every transport (spec §1.4, §1.5).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from django.core.exceptions import PermissionDenied
+from django.http import Http404
+from rest_framework import exceptions as drf
+from rest_framework.response import Response
+
+logger = logging.getLogger(__name__)
+
+
+class DomainError(Exception):
+    """An error the client is told about: status code, JSON body (or None) and headers."""
+
+    status = 400
+    message = "Bad request"
+
+    def __init__(self, message: str | None = None, *, body: Any = None, headers: dict | None = None):
+        super().__init__(message or self.message)
+        self._body = body
+        self.headers = headers or {}
+
+    def body(self) -> Any:
+        if self._body is not None:
+            return self._body
+        return {"code": self.status, "message": str(self)}
+
+
+class BadRequest(DomainError):
+    status = 400
+
+
+class Unauthorized(DomainError):
+    status = 401
+    message = "Unauthorized"
+
+
+class Forbidden(DomainError):
+    status = 403
+    message = "Forbidden"
+
+
+class NotFound(DomainError):
+    status = 404
+    message = "Not found"
+
+
+class Conflict(DomainError):
+    status = 409
+    message = "Conflict"
+
+
+class UnprocessableEntity(DomainError):
+    status = 422
+    message = "Unprocessable entity"
+
+
+class InvalidSignature(UnprocessableEntity):
+    message = "Invalid signature"
+
+
+class RateLimited(DomainError):
+    status = 429
+    message = "Rate limit exceeded"
+
+    def __init__(self, retry_after: int | None = None, *, body: Any = None):
+        headers = {"Retry-After": str(max(0, int(retry_after)))} if retry_after is not None else {}
+        super().__init__(body=body, headers=headers)
+        self.retry_after = retry_after
+
+
+class NumberNotNormalized(DomainError):
+    """A number that parses but is not in its E.164 form (spec §0.1)."""
+
+    status = 400
+
+    def __init__(self, original: str, normalized: str):
+        super().__init__(body={"originalNumber": original, "normalizedNumber": normalized})
+
+
+def validation_messages(detail: Any, prefix: str = "") -> list[str]:
+    """Flatten DRF's nested error detail into Signal-style `"<field> <problem>"` strings."""
+    if isinstance(detail, dict):
+        out: list[str] = []
+        for field, sub in detail.items():
+            name = field if field != "non_field_errors" else ""
+            out += validation_messages(sub, f"{prefix}.{name}" if prefix and name else prefix or name)
+        return out
+    if isinstance(detail, list):
+        out = []
+        for index, sub in enumerate(detail):
+            sub_prefix = f"{prefix}[{index}]" if isinstance(sub, (dict, list)) else prefix
+            out += validation_messages(sub, sub_prefix)
+        return out
+    text = str(detail)
+    return [f"{prefix} {text}".strip()]
+
+
+def error_response(exc: Exception) -> tuple[int, Any, dict[str, str]] | None:
+    """(status, body, headers) for an exception the client should see, or None for a server bug."""
+    if isinstance(exc, DomainError):
+        return exc.status, exc.body(), exc.headers
+    if isinstance(exc, drf.ValidationError):
+        return 422, {"errors": validation_messages(exc.detail)}, {}
+    if isinstance(exc, drf.ParseError):
+        return 400, {"code": 400, "message": "Malformed JSON"}, {}
+    if isinstance(exc, drf.UnsupportedMediaType):
+        return 415, {"code": 415, "message": "Unsupported media type"}, {}
+    if isinstance(exc, (drf.NotAuthenticated, drf.AuthenticationFailed)):
+        return 401, {"code": 401, "message": "Unauthorized"}, {}
+    if isinstance(exc, (drf.PermissionDenied, PermissionDenied)):
+        return 403, {"code": 403, "message": "Forbidden"}, {}
+    if isinstance(exc, (drf.NotFound, Http404)):
+        return 404, {"code": 404, "message": "Not found"}, {}
+    if isinstance(exc, drf.MethodNotAllowed):
+        return 405, {"code": 405, "message": "Method not allowed"}, {}
+    if isinstance(exc, drf.NotAcceptable):
+        return 406, {"code": 406, "message": "Not acceptable"}, {}
+    if isinstance(exc, drf.Throttled):
+        headers = {"Retry-After": str(int(exc.wait))} if exc.wait is not None else {}
+        return 429, {"code": 429, "message": "Rate limit exceeded"}, headers
+    if isinstance(exc, drf.APIException):
+        return exc.status_code, {"code": exc.status_code, "message": str(exc.detail)}, {}
+    return None
+
+
+def drf_exception_handler(exc: Exception, context: dict) -> Response | None:
+    mapped = error_response(exc)
+    if mapped is None:
+        return None  # DRF re-raises; Django logs it and answers 500
+    status, body, headers = mapped
+    response = Response(body, status=status, headers=headers)
+    if status == 401:
+        # DRF would add its own WWW-Authenticate; Signal's clients expect Basic.
+        response["WWW-Authenticate"] = 'Basic realm="signal"'
+    return response

@@ -1,0 +1,78 @@
+"""Structured logging: one JSON object per line, with a filter that scrubs sensitive values.
+
+The filter is the last line of defence (DESIGN.md §8): code should not log numbers, credentials,
+keys or message bodies in the first place, but if it does, they do not reach the output.
+"""
+
+import json
+import logging
+import re
+from datetime import UTC, datetime
+
+REDACTED = "[redacted]"
+
+# Field names whose values are never logged, whatever they hold.
+SENSITIVE_NAMES = re.compile(
+    r"(pass|secret|token|key|auth|number|e164|phone|code|body|content|message_body|signature|captcha|challenge|cookie)",
+    re.IGNORECASE,
+)
+SENSITIVE_PATTERNS = [
+    re.compile(r"\+\d{6,15}"),  # E.164 numbers
+    re.compile(r"(?i)\b(basic|bearer)\s+[A-Za-z0-9+/=._-]+"),  # Authorization values
+    re.compile(r"[A-Za-z0-9+/_-]{22,}={0,2}"),  # base64 blobs: keys, signatures, tokens, ciphertext
+    re.compile(r"\b[0-9a-fA-F]{32,}\b"),  # hex secrets: hashes, salts, registration locks
+]
+_STANDARD_ATTRS = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime"}
+
+
+def scrub(value):
+    if isinstance(value, str):
+        for pattern in SENSITIVE_PATTERNS:
+            value = pattern.sub(REDACTED, value)
+        return value
+    if isinstance(value, dict):
+        return {k: REDACTED if SENSITIVE_NAMES.search(str(k)) else scrub(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [scrub(v) for v in value]
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return REDACTED
+    return value
+
+
+class RedactingFilter(logging.Filter):
+    """Rewrites each record so that its message and extra fields carry no sensitive values."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            message = record.getMessage()
+        except Exception:  # a bad format string must not lose the record
+            message = str(record.msg)
+        record.msg, record.args = scrub(message), None
+        for name in list(vars(record)):
+            if name in _STANDARD_ATTRS:
+                continue
+            value = getattr(record, name)
+            setattr(record, name, REDACTED if SENSITIVE_NAMES.search(name) else scrub(value))
+        if record.exc_info and not record.exc_text:
+            record.exc_text = scrub(logging.Formatter().formatException(record.exc_info))
+        elif record.exc_text:
+            record.exc_text = scrub(record.exc_text)
+        return True
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {
+            "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        for name, value in vars(record).items():
+            if name not in _STANDARD_ATTRS and not name.startswith("_"):
+                entry[name] = value
+        if record.exc_info and not record.exc_text:
+            record.exc_text = self.formatException(record.exc_info)
+        if record.exc_text:
+            entry["exc"] = record.exc_text
+        return json.dumps(entry, default=str)

@@ -1,0 +1,65 @@
+"""HTTP middleware shared by every route: the request log line and `X-Signal-Timestamp`."""
+
+import logging
+import time
+
+from asgiref.sync import iscoroutinefunction, markcoroutinefunction
+
+logger = logging.getLogger("signalserver.request")
+
+
+def now_millis() -> int:
+    return time.time_ns() // 1_000_000
+
+
+class _Middleware:
+    """Base for middleware that works in both the sync and the async stack without thread hops."""
+
+    sync_capable = True
+    async_capable = True
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+        self.is_async = iscoroutinefunction(get_response)
+        if self.is_async:
+            markcoroutinefunction(self)
+
+    def __call__(self, request):
+        if self.is_async:
+            return self._acall(request)
+        return self.process(request, self.get_response(request))
+
+    async def _acall(self, request):
+        return self.process(request, await self.get_response(request))
+
+    def process(self, request, response):
+        return response
+
+
+class SignalTimestampMiddleware(_Middleware):
+    """Every response carries the server time in ms (spec §1.3); clients use it for clock skew."""
+
+    def process(self, request, response):
+        response["X-Signal-Timestamp"] = str(now_millis())
+        return response
+
+
+class RequestLogMiddleware(_Middleware):
+    """One line per request: method, route pattern (never the raw path), status and duration."""
+
+    def __call__(self, request):
+        request._log_started = time.perf_counter()
+        return super().__call__(request)
+
+    def process(self, request, response):
+        match = getattr(request, "resolver_match", None)
+        logger.info(
+            "request",
+            extra={
+                "method": request.method,
+                "route": "/" + match.route if match else "unmatched",
+                "status": response.status_code,
+                "duration_ms": round((time.perf_counter() - request._log_started) * 1000, 2),
+            },
+        )
+        return response

@@ -1,0 +1,13 @@
+"""Settings for the test suite: real PostgreSQL and Redis, from DATABASE_URL / REDIS_URL,
+defaulting to the services on this machine. Celery runs eagerly (STYLE.md, Tests)."""
+
+import os
+
+os.environ.setdefault("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/signalserver")
+os.environ.setdefault("REDIS_URL", "redis://127.0.0.1:6379/15")
+os.environ.setdefault("CELERY_TASK_ALWAYS_EAGER", "true")
+os.environ["SIGNALSERVER_ENV"] = "development"
+
+from signalserver.settings import *  # noqa: E402,F403
+
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]  # operator logins in tests only

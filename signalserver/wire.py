@@ -1,0 +1,67 @@
+"""Wire helpers: the base64 flavours of spec §0.2 and service identifiers of spec §0.1."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import uuid
+from dataclasses import dataclass
+
+
+def _pad(text: str) -> str:
+    return text + "=" * (-len(text) % 4)
+
+
+def b64decode(text: str) -> bytes:
+    """Standard alphabet, padded or not. Raises ValueError on anything else."""
+    if not isinstance(text, str):
+        raise ValueError("not a string")
+    try:
+        return base64.b64decode(_pad(text.strip()), validate=True)
+    except (binascii.Error, ValueError):
+        raise ValueError("invalid base64") from None
+
+
+def b64decode_url(text: str) -> bytes:
+    """URL-safe alphabet, padded or not. Raises ValueError on anything else."""
+    if not isinstance(text, str):
+        raise ValueError("not a string")
+    text = _pad(text.strip())
+    if not all(c.isalnum() or c in "-_=" for c in text):
+        raise ValueError("invalid base64")
+    try:
+        return base64.urlsafe_b64decode(text)
+    except (binascii.Error, ValueError):
+        raise ValueError("invalid base64") from None
+
+
+def b64encode(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def b64encode_unpadded(data: bytes) -> str:
+    return base64.b64encode(data).decode().rstrip("=")
+
+
+def b64encode_url(data: bytes, *, padded: bool) -> str:
+    text = base64.urlsafe_b64encode(data).decode()
+    return text if padded else text.rstrip("=")
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceId:
+    uuid: uuid.UUID
+    is_pni: bool = False
+
+    @classmethod
+    def parse(cls, text: str) -> ServiceId:
+        """A bare UUID is an ACI; a PNI needs the `PNI:` prefix; `ACI:` is not accepted."""
+        is_pni = text.startswith("PNI:")
+        try:
+            value = uuid.UUID(text[4:] if is_pni else text)
+        except (ValueError, AttributeError):
+            raise ValueError("invalid service id") from None
+        return cls(value, is_pni)
+
+    def __str__(self) -> str:
+        return f"PNI:{self.uuid}" if self.is_pni else str(self.uuid)
