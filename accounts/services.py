@@ -8,8 +8,11 @@ import logging
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from django.db import transaction
+from django.utils import timezone
 
-from accounts.models import Account
+from accounts.models import Account, DeletedAccount, Device, RegistrationRecoveryPassword
+from signalserver.auth import SaltedTokenHash
+from signalserver.errors import BadRequest
 
 logger = logging.getLogger(__name__)
 
@@ -35,3 +38,69 @@ def disconnect_devices(*, aci, device_ids, code: int = CLOSE_CREDENTIALS_CHANGED
     transaction.on_commit(send)
 
 
+
+
+def store_recovery_password(*, pni, password: bytes) -> None:
+    """Keep the number's registration recovery password (as a salted hash, never in clear)."""
+    hashed = SaltedTokenHash.generate(password.hex())
+    RegistrationRecoveryPassword.objects.update_or_create(
+        pni=pni, defaults={"password_hash": hashed.hash, "salt": hashed.salt}
+    )
+
+
+def check_recovery_password(*, pni, password: bytes) -> bool:
+    stored = RegistrationRecoveryPassword.objects.filter(pni=pni).first()
+    return stored is not None and SaltedTokenHash(stored.password_hash, stored.salt).verify(password.hex())
+
+
+def set_registration_lock(*, account: Account, lock: str | None) -> None:
+    """Set (non-empty) or clear (empty/None) the account's registration lock."""
+    if lock:
+        hashed = SaltedTokenHash.generate(lock)
+        account.registration_lock_hash, account.registration_lock_salt = hashed.hash, hashed.salt
+    else:
+        account.registration_lock_hash = account.registration_lock_salt = ""
+    account.save(update_fields=["registration_lock_hash", "registration_lock_salt"])
+
+
+@transaction.atomic
+def set_account_attributes(*, account: Account, device: Device, attributes: dict, user_agent: str = "") -> None:
+    """`PUT /v1/accounts/attributes`: full replacement (spec §2.3); registration ids never change."""
+    if attributes["discoverableByPhoneNumber"] and account.number is None:
+        raise BadRequest("discoverableByPhoneNumber requires a phone number")
+    if attributes["recoveryPassword"] and account.pni is None:
+        raise BadRequest("a recovery password requires a phone number")
+    device.fetches_messages = attributes["fetchesMessages"]
+    device.name = attributes["name"]
+    device.capabilities = attributes["capabilities"]
+    device.last_seen = timezone.now().date()
+    device_fields = ["fetches_messages", "name", "capabilities", "last_seen"]
+    if user_agent.strip():
+        device.user_agent = user_agent.strip()[: Device._meta.get_field("user_agent").max_length]
+        device_fields.append("user_agent")
+    device.save(update_fields=device_fields)
+
+    account.unidentified_access_key = attributes["unidentifiedAccessKey"]
+    account.unrestricted_unidentified_access = attributes["unrestrictedUnidentifiedAccess"]
+    account.discoverable_by_phone_number = attributes["discoverableByPhoneNumber"]
+    account.save(
+        update_fields=["unidentified_access_key", "unrestricted_unidentified_access", "discoverable_by_phone_number"]
+    )
+    set_registration_lock(account=account, lock=attributes["registrationLock"])
+    if attributes["recoveryPassword"]:
+        store_recovery_password(pni=account.pni, password=attributes["recoveryPassword"])
+
+
+@transaction.atomic
+def delete_account(*, account: Account) -> None:
+    """Delete the account and everything it owns; its number may get the ACI back for a while."""
+    device_ids = list(account.devices.values_list("device_id", flat=True))
+    if account.number:
+        DeletedAccount.objects.update_or_create(
+            number=account.number, defaults={"aci": account.aci, "deleted_at": timezone.now()}
+        )
+    if account.pni:
+        RegistrationRecoveryPassword.objects.filter(pni=account.pni).delete()
+    # Devices cascade to their keys and queued messages; identity keys cascade from the account.
+    account.delete()
+    disconnect_devices(aci=account.aci, device_ids=device_ids)

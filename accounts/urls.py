@@ -1,3 +1,11 @@
 from django.urls import path
 
-urlpatterns: list = []
+from accounts import views
+
+urlpatterns: list = [
+    path("v1/accounts/whoami", views.WhoAmIView.as_view()),
+    path("v1/accounts/attributes", views.AccountAttributesView.as_view()),
+    path("v1/accounts/me", views.DeleteAccountView.as_view()),
+    path("v1/accounts/registration_lock", views.RegistrationLockView.as_view()),
+    path("v1/accounts/account/<str:service_id>", views.AccountExistsView.as_view()),
+]

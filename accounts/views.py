@@ -1,3 +1,106 @@
-from django.shortcuts import render
+"""Account endpoints (spec §2.3): thin views over accounts.services."""
 
-# Create your views here.
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from rest_framework import serializers
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from accounts import selectors, services
+from accounts.serializers import AccountAttributesSerializer, AccountIdentitySerializer, account_identity
+from signalserver.errors import BadRequest, NotFound, UnprocessableEntity
+from signalserver.wire import ServiceId
+
+NO_CONTENT = OpenApiResponse(description="Done")
+UNAUTHORIZED = OpenApiResponse(description="Missing or wrong device credentials")
+VALIDATION = OpenApiResponse(description="The body failed validation: `{\"errors\": [...]}`")
+
+
+def validated(serializer_class, data) -> dict:
+    serializer = serializer_class(data=data)
+    serializer.is_valid(raise_exception=True)
+    return serializer.validated_data
+
+
+class WhoAmIView(APIView):
+    @extend_schema(tags=["accounts"], responses={200: AccountIdentitySerializer, 401: UNAUTHORIZED})
+    def get(self, request):
+        account = request.auth.account
+        return Response(account_identity(account, storage_capable=selectors.any_device_has(account, "storage")))
+
+
+class AccountAttributesView(APIView):
+    @extend_schema(
+        tags=["accounts"],
+        request=AccountAttributesSerializer,
+        responses={204: NO_CONTENT, 400: OpenApiResponse(description="Discoverable without a number"), 401: UNAUTHORIZED, 422: VALIDATION},
+        summary="Replace the account's and this device's attributes",
+    )
+    def put(self, request):
+        services.set_account_attributes(
+            account=request.auth.account,
+            device=request.auth.device,
+            attributes=validated(AccountAttributesSerializer, request.data),
+            user_agent=request.headers.get("X-Signal-Agent", ""),
+        )
+        return Response(status=204)
+
+
+class DeleteAccountView(APIView):
+    @extend_schema(tags=["accounts"], responses={204: NO_CONTENT, 401: UNAUTHORIZED}, summary="Delete the account")
+    def delete(self, request):
+        services.delete_account(account=request.auth.account)
+        return Response(status=204)
+
+
+class RegistrationLockSerializer(serializers.Serializer):
+    registrationLock = serializers.CharField(min_length=64, max_length=64)
+
+
+class RegistrationLockView(APIView):
+    @extend_schema(
+        tags=["accounts"],
+        request=RegistrationLockSerializer,
+        responses={204: NO_CONTENT, 400: OpenApiResponse(description="Account has no number"), 401: UNAUTHORIZED, 422: VALIDATION},
+    )
+    def put(self, request):
+        lock = validated(RegistrationLockSerializer, request.data)["registrationLock"]
+        if request.auth.account.number is None:
+            raise BadRequest("registration lock requires a phone number")
+        services.set_registration_lock(account=request.auth.account, lock=lock)
+        return Response(status=204)
+
+    @extend_schema(tags=["accounts"], responses={204: NO_CONTENT, 401: UNAUTHORIZED})
+    def delete(self, request):
+        services.set_registration_lock(account=request.auth.account, lock=None)
+        return Response(status=204)
+
+
+class AccountExistsView(APIView):
+    """Unauthenticated on purpose: an authenticated caller gets 400 (spec §2.3). Clients call it
+    with HEAD, which Django routes to `get` (documented as GET: OpenAPI tools skip HEAD)."""
+
+    authentication_classes: list = []
+    permission_classes: list = []
+
+    @extend_schema(
+        tags=["accounts"],
+        parameters=[OpenApiParameter("service_id", OpenApiTypes.STR, OpenApiParameter.PATH, description="ACI or PNI:<uuid>")],
+        responses={
+            200: OpenApiResponse(description="The account exists"),
+            400: OpenApiResponse(description="Called with credentials"),
+            404: OpenApiResponse(description="No such account"),
+            422: OpenApiResponse(description="Not a service id"),
+        },
+        summary="Does an account exist (clients use HEAD)",
+    )
+    def get(self, request, service_id):
+        if "HTTP_AUTHORIZATION" in request.META:
+            raise BadRequest("must not be authenticated")
+        try:
+            parsed = ServiceId.parse(service_id)
+        except ValueError:
+            raise UnprocessableEntity("invalid service id") from None
+        if not selectors.account_exists(parsed):
+            raise NotFound()
+        return Response(status=200)
