@@ -1,3 +1,111 @@
+"""Operator views of accounts and devices: searchable by ACI, never showing secrets or key bytes."""
+
 from django.contrib import admin
 
-# Register your models here.
+from accounts import services
+from accounts.models import Account, Device
+
+
+class DeviceInline(admin.TabularInline):
+    model = Device
+    fields = readonly_fields = (
+        "device_id",
+        "registration_id",
+        "pni_registration_id",
+        "fetches_messages",
+        "capabilities",
+        "user_agent",
+        "has_push_token",
+        "created",
+        "last_seen",
+    )
+    extra = 0
+    can_delete = False
+    show_change_link = True
+
+    @admin.display(boolean=True, description="push token")
+    def has_push_token(self, device):
+        return bool(device.apn_id or device.gcm_id)
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(Account)
+class AccountAdmin(admin.ModelAdmin):
+    list_display = ("aci", "has_number", "device_count", "created")
+    search_fields = ("=aci",)  # exact ACI only: no browsing by number fragments
+    fields = readonly_fields = (
+        "aci",
+        "pni",
+        "has_number",
+        "discoverable_by_phone_number",
+        "unrestricted_unidentified_access",
+        "registration_lock",
+        "created",
+    )
+    inlines = [DeviceInline]
+    show_full_result_count = False
+    actions = ["delete_accounts"]
+
+    @admin.action(description="Delete the selected accounts and everything they own", permissions=["delete"])
+    def delete_accounts(self, request, queryset):
+        for account in queryset:
+            services.delete_account(account=account)
+        self.message_user(request, f"Deleted {len(queryset)} account(s).")
+
+    def get_actions(self, request):
+        actions = super().get_actions(request)
+        actions.pop("delete_selected", None)  # it would bypass services.delete_account
+        return actions
+
+    def delete_model(self, request, obj):
+        services.delete_account(account=obj)
+
+    def get_queryset(self, request):
+        from django.db.models import Count
+
+        return super().get_queryset(request).annotate(_device_count=Count("devices"))
+
+    @admin.display(description="devices", ordering="_device_count")
+    def device_count(self, account):
+        return account._device_count
+
+    @admin.display(boolean=True, description="number")
+    def has_number(self, account):
+        return account.number is not None
+
+    @admin.display(boolean=True)
+    def registration_lock(self, account):
+        return account.has_registration_lock
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(Device)
+class DeviceAdmin(admin.ModelAdmin):
+    list_display = ("__str__", "device_id", "user_agent", "created", "last_seen")
+    list_filter = ("device_id", "fetches_messages")
+    search_fields = ("=account__aci",)
+    fields = readonly_fields = (
+        "account",
+        "device_id",
+        "registration_id",
+        "pni_registration_id",
+        "fetches_messages",
+        "capabilities",
+        "user_agent",
+        "created",
+        "last_seen",
+    )
+    list_select_related = ("account",)
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False

@@ -1,0 +1,47 @@
+import pytest
+from django.contrib.auth.models import User
+
+from accounts.models import Account
+from tests.factories import DeviceFactory
+
+
+@pytest.fixture
+def operator_client(client):
+    User.objects.create_superuser("operator", "op@example.org", "operator-password")
+    client.login(username="operator", password="operator-password")
+    return client
+
+
+@pytest.mark.django_db
+def test_admin_finds_an_account_by_aci_and_shows_no_secrets(operator_client):
+    device = DeviceFactory(name=b"secret-device-name", apn_id="apns-token-value-123")
+    DeviceFactory()  # another account, which the search must not list
+    account = device.account
+    listing = operator_client.get("/admin/accounts/account/", {"q": str(account.aci)})
+    assert listing.status_code == 200
+    assert str(account.aci) in listing.content.decode()
+    assert "1 account" in listing.content.decode() or listing.context["cl"].result_count == 1
+
+    page = operator_client.get(f"/admin/accounts/account/{account.aci}/change/").content.decode()
+    assert str(account.aci) in page
+    for secret in [device.auth_token_hash, device.auth_salt, account.number, "apns-token-value-123"]:
+        assert secret not in page
+
+
+@pytest.mark.django_db
+def test_admin_device_list_is_searchable_by_aci(operator_client):
+    device = DeviceFactory()
+    page = operator_client.get("/admin/accounts/device/", {"q": str(device.account.aci)}).content.decode()
+    assert f"{device.account.aci}.1" in page
+    assert device.auth_token_hash not in page
+
+
+@pytest.mark.django_db
+def test_admin_delete_goes_through_the_account_service(operator_client):
+    device = DeviceFactory()
+    response = operator_client.post(
+        "/admin/accounts/account/",
+        {"action": "delete_accounts", "_selected_action": [str(device.account.aci)]},
+    )
+    assert response.status_code == 302
+    assert not Account.objects.filter(aci=device.account.aci).exists()
