@@ -22,6 +22,8 @@ SENSITIVE_PATTERNS = [
     re.compile(r"[A-Za-z0-9+/_-]{22,}={0,2}"),  # base64 blobs: keys, signatures, tokens, ciphertext
     re.compile(r"\b[0-9a-fA-F]{32,}\b"),  # hex secrets: hashes, salts, registration locks
 ]
+# Extra fields that only ever hold values we produce (route patterns, not paths): not scrubbed.
+SAFE_FIELDS = {"route", "status", "duration_ms"}
 _STANDARD_ATTRS = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime"}
 
 
@@ -49,7 +51,7 @@ class RedactingFilter(logging.Filter):
             message = str(record.msg)
         record.msg, record.args = scrub(message), None
         for name in list(vars(record)):
-            if name in _STANDARD_ATTRS:
+            if name in _STANDARD_ATTRS or name in SAFE_FIELDS:
                 continue
             value = getattr(record, name)
             setattr(record, name, REDACTED if SENSITIVE_NAMES.search(name) else scrub(value))
