@@ -111,6 +111,8 @@ class VerificationSession(models.Model):
     failed_attempts = models.PositiveSmallIntegerField(default=0)
     last_attempt_at = models.DateTimeField(null=True, blank=True)
     sender_refused = models.BooleanField(default=False)  # provider refused permanently
+    # Why it refused (a spec §2.1 440 reason), repeated to later code requests in the session.
+    sender_refusal_reason = models.CharField(max_length=24, blank=True, default="")
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
     expires_at = models.DateTimeField(db_index=True)

@@ -78,6 +78,37 @@ class RateLimited(DomainError):
         self.retry_after = retry_after
 
 
+class ServiceUnavailable(DomainError):
+    """A dependency we need to answer (e.g. the captcha provider) cannot be reached."""
+
+    status = 503
+    message = "Service unavailable"
+
+
+class TransportNotAllowed(DomainError):
+    """Verification: the code cannot be sent over this transport (yet); try another (spec §2.1)."""
+
+    status = 418
+    message = "Transport not allowed"
+
+
+class SenderRejected(DomainError):
+    """Verification: the SMS/voice provider refused to deliver the code (spec §2.1, status 440).
+
+    `reason` is one of SENDER_REASONS; a permanent failure means retrying will not help."""
+
+    status = 440
+    message = "Verification code delivery failed"
+    PROVIDER_UNAVAILABLE = "providerUnavailable"
+    PROVIDER_REJECTED = "providerRejected"
+    ILLEGAL_ARGUMENT = "illegalArgument"
+    SENDER_REASONS = (PROVIDER_UNAVAILABLE, PROVIDER_REJECTED, ILLEGAL_ARGUMENT)
+
+    def __init__(self, reason: str, *, permanent: bool):
+        super().__init__(body={"reason": reason, "permanentFailure": permanent})
+        self.reason, self.permanent = reason, permanent
+
+
 class NumberNotNormalized(DomainError):
     """A number that parses but is not in its E.164 form (spec §0.1)."""
 

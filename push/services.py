@@ -1,0 +1,18 @@
+"""Push notifications (spec §7).
+
+This build has no APNs/FCM gateway configured (DESIGN.md §1: push is disabled on the embedded
+defaults), so a notification is not delivered: the call is logged and returns normally, and callers
+carry on as Signal's do when a push cannot be delivered (the client falls back to a captcha).
+"""
+
+from __future__ import annotations
+
+import logging
+
+logger = logging.getLogger(__name__)
+
+
+def send_push_challenge(token_type: str, token: str, challenge: str) -> None:
+    """Send a registration push challenge (data key `challenge`, spec §7.3) to an APNs/FCM token."""
+    # Neither the token nor the challenge is logged: either one would let a reader answer it.
+    logger.info("push challenge not sent: push delivery is disabled", extra={"push_platform": token_type})
