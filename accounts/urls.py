@@ -1,11 +1,12 @@
 from django.urls import path
 
-from accounts import verification_views, views
+from accounts import registration_views, verification_views, views
 
 urlpatterns: list = [
     path("v1/verification/session", verification_views.CreateSessionView.as_view()),
     path("v1/verification/session/<str:session_id>", verification_views.SessionView.as_view()),
     path("v1/verification/session/<str:session_id>/code", verification_views.SessionCodeView.as_view()),
+    path("v1/registration", registration_views.RegistrationView.as_view()),
     path("v1/accounts/whoami", views.WhoAmIView.as_view()),
     path("v1/accounts/attributes", views.AccountAttributesView.as_view()),
     path("v1/accounts/me", views.DeleteAccountView.as_view()),

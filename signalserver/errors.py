@@ -118,6 +118,31 @@ class NumberNotNormalized(DomainError):
         super().__init__(body={"originalNumber": original, "normalizedNumber": normalized})
 
 
+class DeviceTransferAvailable(Conflict):
+    """Registration: the number's primary can hand its data over; the client asks the user (spec §2.2)."""
+
+    message = "Device transfer available"
+
+
+class RegistrationLockRequired(DomainError):
+    """Registration: the number's account has a registration lock in force (spec §2.2). Without
+    Secure Value Recovery the client cannot recover the lock, so `svr2Credentials` is null."""
+
+    status = 423
+    message = "Registration lock required"
+
+    def __init__(self, time_remaining_ms: int):
+        super().__init__(body={"timeRemaining": max(0, int(time_remaining_ms)), "svr2Credentials": None})
+        self.time_remaining_ms = time_remaining_ms
+
+
+class MissingCapability(DomainError):
+    """Registration or linking without a capability every new device must have (spec §1.4)."""
+
+    status = 499
+    message = "Missing required capability"
+
+
 def validation_messages(detail: Any, prefix: str = "") -> list[str]:
     """Flatten DRF's nested error detail into Signal-style `"<field> <problem>"` strings."""
     if isinstance(detail, dict):

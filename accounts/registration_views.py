@@ -1,0 +1,69 @@
+"""`POST /v1/registration` (spec §2.2): a thin view over `accounts.registration`."""
+
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from accounts.registration import register_account
+from accounts.registration_serializers import (
+    RegistrationLockFailureSerializer,
+    RegistrationSerializer,
+    RegistrationResponseSerializer,
+)
+from accounts.serializers import account_identity
+from signalserver.auth import parse_basic_header
+from signalserver.errors import Unauthorized
+
+
+class RegistrationView(APIView):
+    """Not device-authenticated: the Basic header carries the number being registered and the new
+    primary device's password, read here directly (spec §1.1, §2.8)."""
+
+    authentication_classes: list = []
+    permission_classes: list = []
+
+    @extend_schema(
+        tags=["registration"],
+        summary="Register (or re-register) a phone number's primary device",
+        description=(
+            "`Authorization: Basic base64(<E.164 number>:<new device password>)`; the password must be "
+            "16 to 512 characters (422 otherwise). Exactly one proof of the number: `sessionId` of a "
+            "verified verification session or the number's `recoveryPassword`. A re-registration keeps "
+            "the ACI and replaces every device and key of the account."
+        ),
+        request=RegistrationSerializer,
+        parameters=[
+            OpenApiParameter(
+                "X-Signal-Agent", OpenApiTypes.STR, OpenApiParameter.HEADER, description="device-kind label to store"
+            )
+        ],
+        responses={
+            200: RegistrationResponseSerializer,
+            400: OpenApiResponse(
+                description="Malformed JSON; unknown, expired or other number's session; or a number not in its "
+                "normalised form (body `{\"originalNumber\", \"normalizedNumber\"}`)"
+            ),
+            401: OpenApiResponse(description="Missing or malformed Basic header, or the session is not verified"),
+            403: OpenApiResponse(description="Recovery password wrong (or an unsupported receipt credential)"),
+            409: OpenApiResponse(description="Device transfer available: retry with `skipDeviceTransfer: true`"),
+            422: OpenApiResponse(description="Validation failed: shapes, invalid number, password length, signatures"),
+            423: OpenApiResponse(RegistrationLockFailureSerializer, description="Registration lock required"),
+            499: OpenApiResponse(description="A required capability (`spqr`) is missing"),
+        },
+    )
+    def post(self, request):
+        credentials = parse_basic_header(request.META.get("HTTP_AUTHORIZATION"))
+        if credentials is None:
+            raise Unauthorized()
+        number, password = credentials
+        body = RegistrationSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        result = register_account(
+            number=number,
+            password=password,
+            user_agent=request.headers.get("X-Signal-Agent", ""),
+            **body.validated_data,
+        )
+        identity = account_identity(result.account, storage_capable=result.storage_capable)
+        return Response({**identity, "reregistration": result.reregistration})
