@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: run test migrate superuser check clean
+.PHONY: run test bench proto migrate superuser check clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,14 @@ run: $(VENV)/.runtime
 ## test: the whole suite on PostgreSQL and Redis (DATABASE_URL / REDIS_URL, default: local services)
 test: $(VENV)/.dev
 	$(BIN)/python -m pytest
+
+## bench: load scenarios against a running server (SCENARIO=..., see bench/README.md)
+bench: $(VENV)/.dev
+	$(BIN)/python -m bench $(SCENARIO)
+
+## proto: regenerate the committed *_pb2.py from signalserver/proto/*.proto
+proto: $(VENV)/.dev
+	$(BIN)/python -m grpc_tools.protoc -Isignalserver/proto --python_out=signalserver/proto signalserver/proto/*.proto
 
 superuser: $(VENV)/.runtime
 	$(BIN)/python manage.py createsuperuser

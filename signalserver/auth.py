@@ -125,19 +125,45 @@ def refresh_last_seen(device, now: datetime | None = None) -> None:
         device.last_seen = today
 
 
+class InvalidCredentials(Exception):
+    """Credentials were presented but do not authenticate any device."""
+
+
+def authenticate_authorization(header: str | None) -> AuthenticatedDevice | None:
+    """The device an `Authorization` header authenticates, or None when it presents no credentials.
+
+    Raises InvalidCredentials for credentials that are malformed or wrong. Every scheme a device may
+    use is handled here, so REST and the WebSocket upgrade accept exactly the same credentials.
+    """
+    if not header:
+        return None
+    credentials = parse_basic_header(header)
+    principal = authenticate_device(*credentials) if credentials is not None else None
+    if principal is None:
+        raise InvalidCredentials()
+    return principal
+
+
+# A request tunnelled over a WebSocket carries the socket's principal in this attribute of the
+# Django request (None on an unauthenticated socket); its own Authorization header is ignored.
+TUNNEL_PRINCIPAL = "signal_tunnel_principal"
+_NOT_TUNNELLED = object()
+
+
 class DeviceAuthentication(BaseAuthentication):
-    """DRF authentication by device credentials (HTTP Basic)."""
+    """DRF authentication by device credentials, or by the WebSocket a request was tunnelled over."""
 
     def authenticate(self, request):
-        credentials = parse_basic_header(request.META.get("HTTP_AUTHORIZATION"))
-        if credentials is None:
-            return None
-        principal = authenticate_device(*credentials)
-        if principal is None:
+        tunnelled = getattr(request._request, TUNNEL_PRINCIPAL, _NOT_TUNNELLED)
+        if tunnelled is not _NOT_TUNNELLED:
+            return (tunnelled, tunnelled) if tunnelled is not None else None
+        try:
+            principal = authenticate_authorization(request.META.get("HTTP_AUTHORIZATION"))
+        except InvalidCredentials:
             from rest_framework.exceptions import AuthenticationFailed
 
-            raise AuthenticationFailed()
-        return principal, principal
+            raise AuthenticationFailed() from None
+        return (principal, principal) if principal is not None else None
 
     def authenticate_header(self, request):
         return 'Basic realm="signal"'
