@@ -12,6 +12,8 @@ urlpatterns = [
     path("v1/redoc", SpectacularRedocView.as_view(url_name="openapi-schema")),
     path("admin/", admin.site.urls),
     path("", include("accounts.urls")),
+    path("", include("keys.urls")),
+    path("", include("messaging.urls")),
 ]
 
 handler400 = "signalserver.views.bad_request"
