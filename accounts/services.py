@@ -101,6 +101,7 @@ def delete_account(*, account: Account) -> None:
         )
     if account.pni:
         RegistrationRecoveryPassword.objects.filter(pni=account.pni).delete()
+    aci = account.aci  # delete() clears the primary key
     # Devices cascade to their keys and queued messages; identity keys cascade from the account.
     account.delete()
-    disconnect_devices(aci=account.aci, device_ids=device_ids)
+    disconnect_devices(aci=aci, device_ids=device_ids)

@@ -1,3 +1,27 @@
+"""Per-device message queues (spec §4.5, §4.10).
+
+A queued message is one row per destination device holding the serialized Envelope the device will
+receive. PostgreSQL is the source of truth (DESIGN.md §4): a message exists once its row commits and
+is gone once the device acknowledges it or it expires.
+"""
+
 from django.db import models
 
-# Create your models here.
+
+class QueuedMessage(models.Model):
+    id = models.BigAutoField(primary_key=True)  # queue order
+    # Removing a device (or its account) removes its queue.
+    device = models.ForeignKey("accounts.Device", on_delete=models.CASCADE, related_name="+", db_index=False)
+    guid = models.UUIDField(unique=True)
+    server_timestamp = models.BigIntegerField()  # ms since the epoch; retention counts from here
+    story = models.BooleanField(default=False)
+    envelope = models.BinaryField()  # serialized textsecure.Envelope, as delivered
+
+    class Meta:
+        indexes = [
+            models.Index(fields=["device", "id"], name="queue_order"),
+            models.Index(fields=["server_timestamp"], name="queue_retention"),
+        ]
+
+    def __str__(self):
+        return str(self.guid)

@@ -1,3 +1,9 @@
-from django.urls import path  # noqa: F401
+from django.urls import path
 
-urlpatterns: list = []
+from messaging import views
+
+urlpatterns = [
+    path("v1/messages", views.messages_endpoint),
+    path("v1/messages/uuid/<str:guid>", views.DeleteMessageView.as_view()),
+    path("v1/messages/<str:destination>", views.SendMessageView.as_view()),
+]

@@ -1,3 +1,183 @@
-from django.shortcuts import render
+"""Messaging over HTTP: thin DRF views around the handlers of `messaging.api` (also served over the
+WebSocket tunnel), and the long-polling entry of GET /v1/messages."""
 
-# Create your views here.
+from __future__ import annotations
+
+import asyncio
+
+from asgiref.sync import sync_to_async
+from channels.db import database_sync_to_async
+from channels.layers import get_channel_layer
+from django.http import JsonResponse
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from rest_framework.permissions import AllowAny
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from accounts.services import device_group
+from messaging import api
+from messaging.services import has_queued
+from signalserver.auth import TUNNEL_PRINCIPAL, InvalidCredentials, authenticate_authorization
+from signalserver.tunnel import Call
+
+MAX_WAIT_SECONDS = 30
+UNAUTHORIZED = OpenApiResponse(description="Missing or wrong credentials")
+
+_MESSAGE_ENTRY = {
+    "type": "object",
+    "required": ["type", "destinationDeviceId", "destinationRegistrationId", "content"],
+    "properties": {
+        "type": {"type": "integer", "enum": [1, 3, 6, 8], "description": "Envelope type"},
+        "destinationDeviceId": {"type": "integer", "minimum": 1, "maximum": 127},
+        "destinationRegistrationId": {"type": "integer", "minimum": 0, "maximum": 16383},
+        "content": {"type": "string", "format": "byte", "description": "ciphertext, at most 96 KiB"},
+    },
+}
+INCOMING_MESSAGE_LIST = {
+    "type": "object",
+    "required": ["messages"],
+    "properties": {
+        "messages": {"type": "array", "items": _MESSAGE_ENTRY, "minItems": 1, "maxItems": 127},
+        "online": {"type": "boolean", "default": False, "description": "only to connected devices, never stored"},
+        "urgent": {"type": "boolean", "default": True},
+        "timestamp": {"type": "integer", "description": "sender timestamp (ms); 0 means server time"},
+    },
+}
+OUTGOING_MESSAGE_ENTITY = {
+    "type": "object",
+    "properties": {
+        name: {"type": kind}
+        for name, kind in (
+            ("guid", "string"),
+            ("type", "integer"),
+            ("timestamp", "integer"),
+            ("sourceUuid", "string"),
+            ("sourceDevice", "integer"),
+            ("destinationUuid", "string"),
+            ("updatedPni", "string"),
+            ("content", "string"),
+            ("serverTimestamp", "integer"),
+            ("urgent", "boolean"),
+            ("story", "boolean"),
+            ("reportSpamToken", "string"),
+        )
+    },
+}
+
+
+def _render(result: tuple[int, object]) -> Response:
+    status, body = result
+    return Response(body, status=status)
+
+
+class SendMessageView(APIView):
+    permission_classes = [AllowAny]  # stories and (later) sealed sender need no credentials
+    parser_classes: list = []  # the handler parses the raw body itself
+
+    @extend_schema(
+        tags=["messaging"],
+        summary="Send a message to every device of one account",
+        parameters=[
+            OpenApiParameter("destination", OpenApiTypes.STR, OpenApiParameter.PATH, description="ACI or PNI:<uuid>"),
+            OpenApiParameter("story", OpenApiTypes.BOOL, OpenApiParameter.QUERY),
+        ],
+        request={"application/json": INCOMING_MESSAGE_LIST},
+        responses={
+            200: {"type": "object", "properties": {"needsSync": {"type": "boolean"}}},
+            401: UNAUTHORIZED,
+            403: OpenApiResponse(description="A sync message addressed to the caller's PNI"),
+            404: OpenApiResponse(description="Unknown destination"),
+            409: OpenApiResponse(description="`{missingDevices, extraDevices}`"),
+            410: OpenApiResponse(description="`{staleDevices}`"),
+            413: OpenApiResponse(description="A content is larger than 96 KiB"),
+            422: OpenApiResponse(description="Invalid body"),
+        },
+    )
+    def put(self, request, destination):
+        return _render(api.put_messages(Call.from_drf(request), destination))
+
+
+class MessagesView(APIView):
+    @extend_schema(
+        tags=["messaging"],
+        summary="Fetch queued messages (legacy REST retrieval), optionally long polling",
+        description=(
+            "Up to 100 queued messages, oldest first. **signalserver extension:** `wait=N` "
+            "(0 < N <= 30) holds the request until a message is queued or N seconds have passed, "
+            "for clients that cannot keep a WebSocket open."
+        ),
+        parameters=[
+            OpenApiParameter("wait", OpenApiTypes.INT, OpenApiParameter.QUERY, description="seconds, 1..30"),
+            OpenApiParameter("X-Signal-Receive-Stories", OpenApiTypes.STR, OpenApiParameter.HEADER),
+        ],
+        responses={
+            200: {
+                "type": "object",
+                "properties": {"messages": {"type": "array", "items": OUTGOING_MESSAGE_ENTITY}, "more": {"type": "boolean"}},
+            },
+            401: UNAUTHORIZED,
+            422: OpenApiResponse(description="`wait` out of range"),
+        },
+    )
+    def get(self, request):
+        return _render(api.get_messages(Call.from_drf(request)))
+
+
+class DeleteMessageView(APIView):
+    @extend_schema(
+        tags=["messaging"],
+        summary="Acknowledge (delete) one queued message",
+        responses={204: OpenApiResponse(description="Deleted"), 401: UNAUTHORIZED, 404: OpenApiResponse(description="No such message")},
+    )
+    def delete(self, request, guid):
+        return _render(api.delete_message(Call.from_drf(request), guid))
+
+
+_messages_view = MessagesView.as_view()
+
+
+async def messages_endpoint(request):
+    """GET /v1/messages. A long poll waits here, on the event loop, before the DRF view runs:
+    sync views share one thread under ASGI, so they must never block."""
+    wait = request.GET.get("wait")
+    if request.method == "GET" and wait is not None:
+        if not wait.isdigit() or not 0 < int(wait) <= MAX_WAIT_SECONDS:
+            return JsonResponse({"code": 422, "message": "wait must be 1 to 30 seconds"}, status=422)
+        principal = await database_sync_to_async(_principal)(request)
+        if principal is not None:
+            await wait_for_messages(principal, int(wait))
+    return await sync_to_async(_messages_view)(request)
+
+
+# drf-spectacular documents the wrapped DRF view.
+messages_endpoint.cls = MessagesView
+messages_endpoint.initkwargs = {}
+
+
+def _principal(request):
+    tunnelled = getattr(request, TUNNEL_PRINCIPAL, False)
+    if tunnelled is not False:
+        return tunnelled
+    try:
+        return authenticate_authorization(request.headers.get("Authorization"))
+    except InvalidCredentials:
+        return None  # the DRF view answers 401
+
+
+async def wait_for_messages(principal, seconds: int) -> None:
+    """Return once the device has a queued message, or after `seconds`."""
+    layer = get_channel_layer()
+    channel = await layer.new_channel()
+    group = device_group(principal.account.aci, principal.device.device_id)
+    await layer.group_add(group, channel)
+    try:
+        if await database_sync_to_async(has_queued)(device_pk=principal.device.pk):
+            return
+        try:
+            await asyncio.wait_for(layer.receive(channel), timeout=seconds)
+        except TimeoutError:
+            pass
+    finally:
+        await layer.group_discard(group, channel)
+

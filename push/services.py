@@ -16,3 +16,12 @@ def send_push_challenge(token_type: str, token: str, challenge: str) -> None:
     """Send a registration push challenge (data key `challenge`, spec §7.3) to an APNs/FCM token."""
     # Neither the token nor the challenge is logged: either one would let a reader answer it.
     logger.info("push challenge not sent: push delivery is disabled", extra={"push_platform": token_type})
+
+
+def request_push(*, device_pk: int, urgent: bool) -> None:
+    """Wake a device that has messages queued but no socket open (spec §4.5, §7).
+
+    The one place the delivery path asks for a push; the push issue turns it into an APNs/FCM task
+    (urgent now, non-urgent throttled). Nothing identifies the device in the log.
+    """
+    logger.debug("push not sent: push delivery is disabled", extra={"urgent": urgent})

@@ -1,3 +1,9 @@
-"""WebSocket routes (spec §4.7); the messaging app adds its consumers here."""
+"""WebSocket routes (spec §4.7)."""
 
-websocket_urlpatterns: list = []
+from django.urls import path
+
+from messaging.consumers import ChatConsumer
+
+websocket_urlpatterns: list = [
+    path("v1/websocket/", ChatConsumer.as_asgi()),
+]

@@ -129,6 +129,15 @@ CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", default=not REDI
 CELERY_TASK_EAGER_PROPAGATES = True
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+CELERY_BEAT_SCHEDULE = {
+    "purge-expired-messages": {"task": "messaging.tasks.purge_expired_messages_task", "schedule": 3600.0},
+}
+
+# --- Messaging ------------------------------------------------------------------------------
+# Undelivered messages are deleted this many days after the server accepted them.
+MESSAGE_RETENTION_DAYS = env_int("MESSAGE_RETENTION_DAYS", 30)
+# Largest WebSocket frame accepted; a bigger one closes the socket with 1009 (spec §4.7).
+WEBSOCKET_MAX_FRAME_BYTES = env_int("WEBSOCKET_MAX_FRAME_BYTES", 512 * 1024)
 
 # --- Auth, i18n, static -----------------------------------------------------------------------
 AUTH_PASSWORD_VALIDATORS = [

@@ -1,0 +1,141 @@
+"""Request handlers of the messaging endpoints, shared by the DRF views and the WebSocket tunnel.
+
+Each takes a `Call` (principal, headers, query, raw body) and returns (status, JSON body). Input is
+checked with plain functions, not DRF serializers: a send is the hottest request we serve.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+
+from messaging.services import (
+    OutgoingMessage,
+    acknowledge_messages,
+    list_queued,
+    send_message,
+)
+from messaging.envelopes import envelope_destination, envelope_source, parse_envelope
+from signalserver.errors import BadRequest, NotFound, Unauthorized, UnprocessableEntity
+from signalserver.tunnel import Call
+from signalserver.wire import ServiceId, b64decode, b64encode
+
+MAX_MESSAGES_PER_SEND = 127  # one per device at most
+MAX_REGISTRATION_ID = 0x3FFF
+LIST_LIMIT = 100
+
+
+def put_messages(call: Call, destination: str) -> tuple[int, dict]:
+    """PUT /v1/messages/{destination} (spec §4.1)."""
+    try:
+        service_id = ServiceId.parse(destination)
+    except ValueError:
+        raise UnprocessableEntity("invalid destination") from None
+    data = _json_object(call.body)
+    raw_messages = data.get("messages")
+    if not isinstance(raw_messages, list) or not 0 < len(raw_messages) <= MAX_MESSAGES_PER_SEND:
+        raise UnprocessableEntity("messages must be a list of 1 to 127 entries")
+    needs_sync = send_message(
+        sender=call.principal,
+        destination=service_id,
+        messages=[_outgoing_message(entry) for entry in raw_messages],
+        online=_bool(data, "online", default=False),
+        urgent=_bool(data, "urgent", default=True),
+        story=call.query.get("story", "").lower() == "true",
+        timestamp=_int(data, "timestamp", default=0),
+    )
+    return 200, {"needsSync": needs_sync}
+
+
+def get_messages(call: Call) -> tuple[int, dict]:
+    """GET /v1/messages (spec §4.4): up to 100 queued messages, oldest first."""
+    device = _device(call)
+    stories = call.headers.get("x-signal-receive-stories", "").lower() == "true"
+    rows = list_queued(device_pk=device.pk, limit=LIST_LIMIT, stories=stories)
+    return 200, {"messages": [outgoing_message_entity(guid, data) for _, guid, data, _ in rows], "more": len(rows) == LIST_LIMIT}
+
+
+def delete_message(call: Call, guid: str) -> tuple[int, None]:
+    """DELETE /v1/messages/uuid/{guid}: acknowledge one message as a socket ack does."""
+    device = _device(call)
+    try:
+        value = uuid.UUID(guid)
+    except ValueError:
+        raise UnprocessableEntity("invalid guid") from None
+    if not acknowledge_messages(device=device, guids=[value]):
+        raise NotFound()
+    return 204, None
+
+
+def outgoing_message_entity(guid: uuid.UUID, data: bytes) -> dict:
+    envelope = parse_envelope(bytes(data))
+    source = envelope_source(envelope)
+    destination = envelope_destination(envelope)
+    return {
+        "guid": str(guid),
+        "type": envelope.type,
+        "timestamp": envelope.client_timestamp,
+        "sourceUuid": str(source) if source else None,
+        "sourceDevice": envelope.source_device if source else 0,
+        "destinationUuid": str(destination) if destination else None,
+        "updatedPni": str(uuid.UUID(bytes=envelope.updated_pni)) if envelope.HasField("updated_pni") else None,
+        "content": b64encode(envelope.content),
+        "serverTimestamp": envelope.server_timestamp,
+        "urgent": envelope.urgent,
+        "story": envelope.story,
+        "reportSpamToken": b64encode(envelope.report_spam_token) if envelope.HasField("report_spam_token") else None,
+    }
+
+
+def _device(call: Call):
+    if call.principal is None:
+        raise Unauthorized()
+    return call.principal.device
+
+
+def _json_object(body: bytes) -> dict:
+    try:
+        data = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        raise BadRequest("Malformed JSON") from None
+    if not isinstance(data, dict):
+        raise UnprocessableEntity("expected a JSON object")
+    return data
+
+
+def _outgoing_message(entry) -> OutgoingMessage:
+    if not isinstance(entry, dict):
+        raise UnprocessableEntity("messages[] must be objects")
+    content = entry.get("content")
+    if not isinstance(content, str):
+        raise UnprocessableEntity("messages[].content must be base64")
+    try:
+        decoded = b64decode(content)
+    except ValueError:
+        raise UnprocessableEntity("messages[].content must be base64") from None
+    registration_id = _int(entry, "destinationRegistrationId", default=None)
+    if registration_id is None or not 0 <= registration_id <= MAX_REGISTRATION_ID:
+        raise UnprocessableEntity("messages[].destinationRegistrationId out of range")
+    device_id = _int(entry, "destinationDeviceId", default=None)
+    message_type = _int(entry, "type", default=None)
+    if device_id is None or message_type is None:
+        raise UnprocessableEntity("messages[] need type and destinationDeviceId")
+    return OutgoingMessage(device_id=device_id, registration_id=registration_id, type=message_type, content=decoded)
+
+
+def _int(data: dict, name: str, *, default):
+    value = data.get(name)
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise UnprocessableEntity(f"{name} must be an integer")
+    return value
+
+
+def _bool(data: dict, name: str, *, default: bool) -> bool:
+    value = data.get(name)
+    if value is None:
+        return default
+    if not isinstance(value, bool):
+        raise UnprocessableEntity(f"{name} must be a boolean")
+    return value

@@ -1,0 +1,315 @@
+"""The chat WebSocket `/v1/websocket/` (spec §4.3, §4.7).
+
+With device credentials on the upgrade the socket is authenticated: it carries tunnelled requests
+as that device and delivers the device's queue. Without credentials it only carries anonymous
+tunnelled requests. Wrong credentials refuse the upgrade (403).
+
+Delivery on one connection: the backlog is streamed oldest first, then `PUT /api/v1/queue/empty`,
+then live messages arrive inline from `deliver_envelopes` (no read-back). At most
+MAX_UNACKNOWLEDGED deliveries are outstanding; when the window is full, or inline rows would
+overtake rows not yet read, the consumer re-reads the table after the last row it fetched. A 2xx
+ack deletes the row (batched) and queues the receipt; a non-2xx leaves it for the next connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+import secrets
+import time
+from urllib.parse import parse_qs
+
+from channels.db import database_sync_to_async
+from channels.generic.websocket import AsyncWebsocketConsumer
+from django.conf import settings
+from google.protobuf.message import DecodeError
+
+from accounts.services import device_group
+from messaging.envelopes import parse_envelope
+from messaging.presence import PRESENCE_REFRESH_SECONDS, get_presence
+from messaging.services import EPHEMERAL_MAX_AGE_MS, acknowledge_messages, list_queued, now_ms, purge_if_due
+from signalserver.auth import InvalidCredentials, authenticate_authorization
+from signalserver.proto.websocket_pb2 import WebSocketMessage
+from signalserver.tunnel import dispatch, merge_headers, reason_phrase
+
+logger = logging.getLogger(__name__)
+
+MAX_UNACKNOWLEDGED = 256
+FETCH_BATCH = 100
+MAX_INLINE_BUFFER = 1024  # inline rows held while the window is full; beyond that, re-read
+MAX_REMEMBERED_IDS = 10_000  # rows sent on this connection, so none is sent twice
+MAX_CONCURRENT_REQUESTS = 16  # tunnelled requests of one socket in flight at once
+IDLE_TIMEOUT_SECONDS = 90
+
+CLOSE_NORMAL = 1000
+CLOSE_BAD_FRAME = 1007
+CLOSE_TOO_LARGE = 1009
+CLOSE_SERVER_ERROR = 1011
+CLOSE_CONNECTED_ELSEWHERE = 4409
+
+MESSAGE_PATH = "/api/v1/message"
+QUEUE_EMPTY_PATH = "/api/v1/queue/empty"
+KEEPALIVE_PATH = "/v1/keepalive"
+
+
+class ChatConsumer(AsyncWebsocketConsumer):
+    principal = None
+    delivering = False  # this socket delivers the device's queue
+    owns_presence = False  # and is the device's registered delivery socket
+
+    async def connect(self):
+        self.upgrade_headers = {name.decode("latin-1").lower(): value.decode("latin-1") for name, value in self.scope["headers"]}
+        client = self.scope.get("client") or ("", 0)
+        self.client_address = client[0] or ""
+        try:
+            self.principal = await database_sync_to_async(authenticate_authorization)(self._authorization())
+        except InvalidCredentials:
+            await self.close()  # before accept: the upgrade is refused with 403
+            return
+        self.last_frame = time.monotonic()
+        self.requests = asyncio.Semaphore(MAX_CONCURRENT_REQUESTS)
+        self.tasks: set[asyncio.Task] = set()
+        self.closed = False
+        self.acks: list[int] = []
+        self.ack_task: asyncio.Task | None = None
+        if self.principal is None:
+            await self._accept()
+            self._spawn(self._watch_idle())
+            return
+
+        self.device = self.principal.device
+        self.aci = self.principal.account.aci
+        self.receive_stories = self.upgrade_headers.get("x-signal-receive-stories", "").lower() == "true"
+        self.delivering = self.upgrade_headers.get("x-signal-disable-messages", "").lower() != "true"
+        # Removal or a credential change of the device closes its sockets through this group.
+        await self.channel_layer.group_add(device_group(self.aci, self.device.device_id), self.channel_name)
+        self.groups.append(device_group(self.aci, self.device.device_id))
+        await self._accept()
+        self._spawn(self._watch_idle())
+        if not self.delivering:
+            return
+        self.pending: dict[int, int | None] = {}  # request id → row id (None: ephemeral)
+        self.sent: dict[int, None] = {}  # row ids sent on this connection, oldest first
+        self.cursor = 0  # highest row id read from the table on this connection
+        self.inline: list[list] = []  # live rows waiting for room in the window
+        self.reread = True  # the table may hold rows we have not read (backlog, overflow)
+        self.backlog_done = False
+        self.wake = asyncio.Event()
+        previous = await get_presence().claim(self.aci, self.device.device_id, self.channel_name)
+        self.owns_presence = True
+        if previous and previous != self.channel_name:
+            await self.channel_layer.send(previous, {"type": "device.displaced"})
+        self._spawn(self._pump())
+        self.wake.set()
+        await database_sync_to_async(purge_if_due)()
+
+    def _authorization(self) -> str | None:
+        header = self.upgrade_headers.get("authorization")
+        if header is not None:
+            return header
+        # Very old clients put the credentials in the query string.
+        query = parse_qs(self.scope.get("query_string", b"").decode("latin-1"))
+        if "login" in query and "password" in query:
+            token = f"{query['login'][0]}:{query['password'][0]}".encode()
+            return "Basic " + base64.b64encode(token).decode()
+        return None
+
+    async def _accept(self):
+        await self.accept(headers=[(b"x-signal-timestamp", str(now_ms()).encode())])
+
+    def _spawn(self, coroutine) -> None:
+        task = asyncio.ensure_future(coroutine)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    async def disconnect(self, code):
+        self.closed = True
+        for task in list(self.tasks):
+            task.cancel()
+        if self.owns_presence:
+            await get_presence().release(self.aci, self.device.device_id, self.channel_name)
+        if self.ack_task is not None:
+            await asyncio.shield(self.ack_task)
+        if self.acks:
+            await self._flush_acks()
+
+    # --- Frames from the client -----------------------------------------------------------------
+
+    async def receive(self, text_data=None, bytes_data=None):
+        if bytes_data is None:
+            return  # text frames are ignored
+        self.last_frame = time.monotonic()
+        if len(bytes_data) > settings.WEBSOCKET_MAX_FRAME_BYTES:
+            await self.close(code=CLOSE_TOO_LARGE)
+            return
+        frame = WebSocketMessage()
+        try:
+            frame.ParseFromString(bytes_data)
+        except DecodeError:
+            frame.type = WebSocketMessage.UNKNOWN
+        if frame.type == WebSocketMessage.REQUEST:
+            self._spawn(self._answer(frame.request))
+        elif frame.type == WebSocketMessage.RESPONSE:
+            self._acknowledged(frame.response.id, frame.response.status)
+        else:
+            await self.close(code=CLOSE_BAD_FRAME)
+
+    async def _answer(self, request) -> None:
+        async with self.requests:
+            if request.verb == "GET" and request.path.split("?")[0] == KEEPALIVE_PATH:
+                if self.delivering and not await get_presence().refresh(self.aci, self.device.device_id, self.channel_name):
+                    await self.close(code=CLOSE_NORMAL)  # no longer this device's delivery socket
+                    return
+                status, body, headers = 200, b"", ()
+            else:
+                reply = await dispatch(
+                    principal=self.principal,
+                    verb=request.verb,
+                    path=request.path,
+                    headers=merge_headers(self.upgrade_headers, request.headers),
+                    body=request.body,
+                    client=self.client_address,
+                )
+                status, body, headers = reply.status, reply.body, reply.headers
+        if not request.HasField("id") or self.closed:
+            return
+        frame = WebSocketMessage(type=WebSocketMessage.RESPONSE)
+        response = frame.response
+        response.id = request.id
+        response.status = status
+        response.message = reason_phrase(status)
+        response.headers.extend(headers)
+        response.headers.append(f"X-Signal-Timestamp:{now_ms()}")
+        if body:
+            response.body = body
+        await self.send(bytes_data=frame.SerializeToString())
+
+    # --- Delivery -------------------------------------------------------------------------------
+
+    async def queue_messages(self, event):
+        """Rows committed for this device, inline: [row id, envelope, story, ephemeral]."""
+        if not self.delivering:
+            return
+        for row in event["messages"]:
+            if row[3]:
+                await self._send_ephemeral(row[1])
+            elif self.reread or len(self.inline) >= MAX_INLINE_BUFFER:
+                self.reread = True  # the table has it; read it in order when there is room
+            else:
+                self.inline.append(row)
+        self.wake.set()
+
+    async def queue_available(self, event):
+        if self.delivering:
+            self.reread = True
+            self.wake.set()
+
+    async def _pump(self) -> None:
+        try:
+            while True:
+                await self.wake.wait()
+                self.wake.clear()
+                await self._fill_window()
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            logger.exception("delivery failed")
+            await self.close(code=CLOSE_SERVER_ERROR)
+
+    async def _fill_window(self) -> None:
+        while (room := MAX_UNACKNOWLEDGED - len(self.pending)) > 0:
+            if self.reread:
+                rows = await database_sync_to_async(list_queued)(
+                    device_pk=self.device.pk, after_id=self.cursor, limit=min(room, FETCH_BATCH)
+                )
+                for row_id, _guid, envelope, story in rows:
+                    self.cursor = max(self.cursor, row_id)
+                    await self._deliver(row_id, bytes(envelope), story)
+                if len(rows) < min(room, FETCH_BATCH):
+                    self.reread = False
+                    # Inline rows that arrived meanwhile are either read just now or newer.
+                    self.inline = [row for row in self.inline if row[0] not in self.sent]
+                    if not self.backlog_done:
+                        self.backlog_done = True
+                        await self._send_request(QUEUE_EMPTY_PATH, None)
+            elif self.inline:
+                batch, self.inline = self.inline[:room], self.inline[room:]
+                for row_id, envelope, story, _ in batch:
+                    if row_id not in self.sent:
+                        self.cursor = max(self.cursor, row_id)
+                        await self._deliver(row_id, envelope, story)
+            else:
+                return
+
+    async def _deliver(self, row_id: int, envelope: bytes, story: bool) -> None:
+        if row_id in self.sent:
+            return
+        self._remember(row_id)
+        if story and not self.receive_stories:
+            self.acks.append(row_id)  # not for this connection: dropped silently (spec §4.3)
+            self._schedule_ack_flush()
+            return
+        request_id = await self._send_request(MESSAGE_PATH, envelope)
+        self.pending[request_id] = row_id
+
+    async def _send_ephemeral(self, envelope: bytes) -> None:
+        if now_ms() - parse_envelope(envelope).client_timestamp > EPHEMERAL_MAX_AGE_MS:
+            return
+        request_id = await self._send_request(MESSAGE_PATH, envelope)
+        self.pending[request_id] = None
+
+    def _remember(self, row_id: int) -> None:
+        self.sent[row_id] = None
+        if len(self.sent) > MAX_REMEMBERED_IDS:
+            del self.sent[next(iter(self.sent))]
+
+    async def _send_request(self, path: str, body: bytes | None) -> int:
+        request_id = secrets.randbits(63) or 1
+        frame = WebSocketMessage(type=WebSocketMessage.REQUEST)
+        frame.request.verb = "PUT"
+        frame.request.path = path
+        frame.request.id = request_id
+        frame.request.headers.append(f"X-Signal-Timestamp:{now_ms()}")
+        if body is not None:
+            frame.request.body = body
+        await self.send(bytes_data=frame.SerializeToString())
+        return request_id
+
+    def _acknowledged(self, request_id: int, status: int) -> None:
+        if not self.delivering or request_id not in self.pending:
+            return  # a response to nothing we asked is ignored
+        row_id = self.pending.pop(request_id)
+        if row_id is not None and 200 <= status < 300:
+            self.acks.append(row_id)
+            self._schedule_ack_flush()
+        self.wake.set()
+
+    def _schedule_ack_flush(self) -> None:
+        if self.ack_task is None or self.ack_task.done():
+            self.ack_task = asyncio.ensure_future(self._flush_acks())
+
+    async def _flush_acks(self) -> None:
+        # Acks that arrive while one batch is deleted form the next batch: one DELETE per burst.
+        while self.acks:
+            batch, self.acks = self.acks, []
+            await database_sync_to_async(acknowledge_messages)(device=self.device, row_ids=batch)
+
+    # --- Events from the rest of the server -----------------------------------------------------
+
+    async def device_displaced(self, event):
+        self.delivering = self.owns_presence = False  # the newer socket owns presence now
+        await self.close(code=CLOSE_CONNECTED_ELSEWHERE)
+
+    async def device_disconnect(self, event):
+        await self.close(code=event.get("code", 4401))
+
+    async def _watch_idle(self) -> None:
+        while True:
+            await asyncio.sleep(PRESENCE_REFRESH_SECONDS)
+            if time.monotonic() - self.last_frame > IDLE_TIMEOUT_SECONDS:
+                await self.close(code=CLOSE_NORMAL)
+                return
+            if self.delivering and not await get_presence().refresh(self.aci, self.device.device_id, self.channel_name):
+                await self.close(code=CLOSE_CONNECTED_ELSEWHERE)
+                return

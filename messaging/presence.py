@@ -1,0 +1,124 @@
+"""Which devices hold a delivery socket right now, and on which channel (spec §4.5, §4.10).
+
+`group_send` cannot tell whether anyone listened, so presence is explicit: one key per device
+holding the channel name of its delivery socket, with a TTL the socket refreshes while it lives.
+No key means absent (push it); a newer socket overwrites the key and displaces the older one.
+
+Redis when `REDIS_URL` is set (every web node sees every socket); a process-local table on the
+embedded defaults, where the in-memory channel layer is process-local too.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from functools import cache
+
+from django.conf import settings
+
+# Sockets refresh their key every PRESENCE_REFRESH_SECONDS; a node that dies without cleaning up
+# leaves a key that lapses after PRESENCE_TTL_SECONDS, after which the device is pushed again.
+PRESENCE_TTL_SECONDS = 90
+PRESENCE_REFRESH_SECONDS = 30
+
+# Atomically: refresh the key only while it still names this socket / delete only our own key.
+_REFRESH = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('EXPIRE', KEYS[1], ARGV[2])
+end
+return 0
+"""
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+"""
+
+
+def presence_key(aci, device_id: int) -> str:
+    return f"presence:{aci}:{device_id}"
+
+
+class RedisPresence:
+    def __init__(self, url: str):
+        import redis
+        import redis.asyncio
+
+        self._sync = redis.Redis.from_url(url)
+        self._url = url
+        self._async_clients: dict[int, redis.asyncio.Redis] = {}
+
+    def _async(self):
+        # A redis.asyncio client belongs to the event loop that created it.
+        import asyncio
+
+        import redis.asyncio
+
+        loop_id = id(asyncio.get_running_loop())
+        client = self._async_clients.get(loop_id)
+        if client is None:
+            client = self._async_clients[loop_id] = redis.asyncio.Redis.from_url(self._url)
+        return client
+
+    async def claim(self, aci, device_id: int, channel: str) -> str | None:
+        """Make `channel` the device's delivery socket; returns the channel it displaced, if any."""
+        previous = await self._async().set(presence_key(aci, device_id), channel, ex=PRESENCE_TTL_SECONDS, get=True)
+        return previous.decode() if previous else None
+
+    async def refresh(self, aci, device_id: int, channel: str) -> bool:
+        """Keep the claim alive; False when another socket has taken the device over."""
+        client = self._async()
+        return bool(await client.eval(_REFRESH, 1, presence_key(aci, device_id), channel, PRESENCE_TTL_SECONDS))
+
+    async def release(self, aci, device_id: int, channel: str) -> None:
+        await self._async().eval(_RELEASE, 1, presence_key(aci, device_id), channel)
+
+    def lookup(self, devices: list[tuple[object, int]]) -> list[str | None]:
+        """The delivery channel of each (aci, device id), None for an absent device; one round trip."""
+        if not devices:
+            return []
+        values = self._sync.mget([presence_key(aci, device_id) for aci, device_id in devices])
+        return [value.decode() if value else None for value in values]
+
+
+class LocalPresence:
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._channels: dict[str, tuple[str, float]] = {}
+
+    def _live(self, key: str) -> str | None:
+        entry = self._channels.get(key)
+        if entry is None or entry[1] < time.monotonic():
+            return None
+        return entry[0]
+
+    async def claim(self, aci, device_id: int, channel: str) -> str | None:
+        key = presence_key(aci, device_id)
+        with self._lock:
+            previous = self._live(key)
+            self._channels[key] = (channel, time.monotonic() + PRESENCE_TTL_SECONDS)
+        return previous
+
+    async def refresh(self, aci, device_id: int, channel: str) -> bool:
+        key = presence_key(aci, device_id)
+        with self._lock:
+            if self._live(key) != channel:
+                return False
+            self._channels[key] = (channel, time.monotonic() + PRESENCE_TTL_SECONDS)
+            return True
+
+    async def release(self, aci, device_id: int, channel: str) -> None:
+        key = presence_key(aci, device_id)
+        with self._lock:
+            if self._live(key) == channel:
+                del self._channels[key]
+
+    def lookup(self, devices: list[tuple[object, int]]) -> list[str | None]:
+        with self._lock:
+            return [self._live(presence_key(aci, device_id)) for aci, device_id in devices]
+
+
+@cache
+def get_presence() -> RedisPresence | LocalPresence:
+    return RedisPresence(settings.REDIS_URL) if settings.REDIS_URL else LocalPresence()

@@ -1,0 +1,447 @@
+"""Sending, queueing and acknowledging messages: the one delivery path (DESIGN.md §4).
+
+`send_message` checks a 1:1 send and turns it into envelopes; `deliver_envelopes` is the only way
+into a device queue (1:1 sends, receipts, and later multi-recipient and group fan-out); after its
+transaction commits it hands the new rows to the devices' live sockets, or asks for a push.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from dataclasses import dataclass, field
+
+from asgiref.sync import async_to_sync
+from channels.layers import get_channel_layer
+from django.conf import settings
+from django.db import IntegrityError, connection, transaction
+
+from accounts.models import MAX_DEVICE_ID, Account, Device
+from accounts.services import device_group
+from messaging.envelopes import (
+    CLIENT_TYPES,
+    SERVER_DELIVERY_RECEIPT,
+    build_envelope,
+    envelope_destination,
+    envelope_source,
+    parse_envelope,
+)
+from messaging.models import QueuedMessage
+from messaging.presence import get_presence
+from push.services import request_push
+from signalserver.errors import (
+    Conflict,
+    DomainError,
+    Forbidden,
+    NotFound,
+    Unauthorized,
+    UnprocessableEntity,
+)
+from signalserver.wire import ServiceId
+
+logger = logging.getLogger(__name__)
+
+MAX_CONTENT_BYTES = 96 * 1024  # per destination device (spec §4.1)
+MAX_TIMESTAMP = 8_640_000_000_000_000
+# An `online` (ephemeral) message is only for sockets open now, and stale after this (spec §4.3).
+EPHEMERAL_MAX_AGE_MS = 10_000
+# One channel-layer message per device carries at most this many rows; more wait in the table.
+MAX_ROWS_PER_NOTIFICATION = 64
+
+
+class MismatchedDevices(Conflict):
+    """The request does not address exactly the destination's devices (spec §4.1)."""
+
+    def __init__(self, *, missing: list[int], extra: list[int]):
+        super().__init__(body={"missingDevices": missing, "extraDevices": extra})
+
+
+class StaleDevices(DomainError):
+    """Some addressed devices were re-registered: the sender's sessions with them are stale."""
+
+    status = 410
+    message = "Stale devices"
+
+    def __init__(self, *, stale: list[int]):
+        super().__init__(body={"staleDevices": stale})
+
+
+class ContentTooLarge(DomainError):
+    status = 413
+    message = "Content too large"
+
+
+@dataclass(frozen=True, slots=True)
+class OutgoingMessage:
+    """One entry of a send: the ciphertext for one destination device."""
+
+    device_id: int
+    registration_id: int
+    type: int
+    content: bytes
+
+
+@dataclass(slots=True)
+class Delivery:
+    """One envelope for one device queue."""
+
+    device_pk: int
+    aci: uuid.UUID
+    device_id: int
+    guid: uuid.UUID
+    envelope: bytes
+    server_timestamp: int
+    story: bool = False
+    urgent: bool = True
+    ephemeral: bool = False
+    row_id: int | None = field(default=None)
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+# --- Sending ------------------------------------------------------------------------------------
+
+
+def send_message(
+    *,
+    sender,
+    destination: ServiceId,
+    messages: list[OutgoingMessage],
+    online: bool = False,
+    urgent: bool = True,
+    story: bool = False,
+    timestamp: int = 0,
+) -> bool:
+    """Queue one identified 1:1 send (spec §4.1); returns `needsSync`.
+
+    `sender` is the authenticated principal (`request.auth`), None for an anonymous caller.
+    """
+    check_outgoing_messages(messages)
+    if not 0 <= timestamp <= MAX_TIMESTAMP:
+        raise UnprocessableEntity("timestamp out of range")
+
+    if story:
+        account = _resolve(destination)
+        if account is None:
+            return False  # never reveal whether a story's destination exists
+        is_sync = False
+    elif sender is None:
+        raise Unauthorized()
+    else:
+        is_sync = destination.uuid in (sender.account.aci, sender.account.pni)
+        if is_sync and destination.is_pni:
+            raise Forbidden("sync messages go to the ACI")
+        account = sender.account if is_sync else _resolve(destination)
+        if account is None:
+            raise NotFound()
+
+    server_timestamp = now_ms()
+    source = ServiceId(sender.account.aci) if sender is not None and not story else None
+    source_device = sender.device.device_id if source is not None else None
+    for attempt in (1, 2):
+        try:
+            with transaction.atomic():
+                devices = _check_device_set(
+                    account,
+                    destination,
+                    messages,
+                    exclude_device_id=sender.device.device_id if is_sync else None,
+                )
+                deliver_envelopes(
+                    [
+                        _delivery(
+                            devices[message.device_id],
+                            account,
+                            message=message,
+                            destination=destination,
+                            source=source,
+                            source_device=source_device,
+                            client_timestamp=timestamp or server_timestamp,
+                            server_timestamp=server_timestamp,
+                            urgent=urgent,
+                            story=story,
+                            ephemeral=online,
+                        )
+                        for message in messages
+                    ]
+                )
+            break
+        except IntegrityError:
+            # A destination device went away between our read and the commit; the second
+            # attempt sees the new device list and answers 409/410 like any other mismatch.
+            if attempt == 2:
+                raise
+    if is_sync or source is None:
+        return False
+    return Device.objects.filter(account_id=sender.account.aci).count() > 1
+
+
+def check_outgoing_messages(messages: list[OutgoingMessage]) -> None:
+    """Shape rules of a send that need no database: types, device ids, duplicates, content."""
+    if not messages:
+        raise UnprocessableEntity("messages must not be empty")
+    seen: set[int] = set()
+    for message in messages:
+        if message.type not in CLIENT_TYPES:
+            raise UnprocessableEntity("invalid envelope type")
+        if not 1 <= message.device_id <= MAX_DEVICE_ID:
+            raise UnprocessableEntity("invalid destination device id")
+        if message.device_id in seen:
+            raise UnprocessableEntity("duplicate destination device")
+        seen.add(message.device_id)
+        if not message.content:
+            raise UnprocessableEntity("content must not be empty")
+
+
+def _resolve(service_id: ServiceId) -> Account | None:
+    field_name = "pni" if service_id.is_pni else "aci"
+    return Account.objects.filter(**{field_name: service_id.uuid}).first()
+
+
+def _check_device_set(
+    account: Account, destination: ServiceId, messages: list[OutgoingMessage], *, exclude_device_id: int | None
+) -> dict[int, tuple[int, int | None]]:
+    """device id → (pk, registration id of the addressed identity), after the 410/409/413 checks."""
+    rows = Device.objects.filter(account_id=account.aci).values_list(
+        "device_id", "pk", "registration_id", "pni_registration_id"
+    )
+    devices = {
+        device_id: (pk, pni_registration_id if destination.is_pni else registration_id)
+        for device_id, pk, registration_id, pni_registration_id in rows
+        if device_id != exclude_device_id
+    }
+    requested = {message.device_id: message for message in messages}
+    stale = sorted(
+        device_id
+        for device_id, message in requested.items()
+        if device_id in devices
+        # 0 means "not checked": old clients sent it, and accepting it is harmless.
+        and message.registration_id != 0
+        and message.registration_id != devices[device_id][1]
+    )
+    if stale:
+        raise StaleDevices(stale=stale)
+    missing = sorted(set(devices) - set(requested))
+    extra = sorted(set(requested) - set(devices))
+    if missing or extra:
+        raise MismatchedDevices(missing=missing, extra=extra)
+    if any(len(message.content) > MAX_CONTENT_BYTES for message in messages):
+        raise ContentTooLarge()
+    return devices
+
+
+def _delivery(
+    device: tuple[int, int | None],
+    account: Account,
+    *,
+    message: OutgoingMessage,
+    destination: ServiceId,
+    source: ServiceId | None,
+    source_device: int | None,
+    client_timestamp: int,
+    server_timestamp: int,
+    urgent: bool,
+    story: bool,
+    ephemeral: bool,
+) -> Delivery:
+    guid = uuid.uuid4()
+    envelope = build_envelope(
+        type=message.type,
+        guid=guid,
+        destination=destination,
+        content=message.content,
+        client_timestamp=client_timestamp,
+        server_timestamp=server_timestamp,
+        urgent=urgent,
+        story=story,
+        source=source,
+        source_device=source_device,
+    )
+    return Delivery(
+        device_pk=device[0],
+        aci=account.aci,
+        device_id=message.device_id,
+        guid=guid,
+        envelope=envelope,
+        server_timestamp=server_timestamp,
+        story=story,
+        urgent=urgent,
+        ephemeral=ephemeral,
+    )
+
+
+# --- Queueing -----------------------------------------------------------------------------------
+
+
+def deliver_envelopes(deliveries: list[Delivery]) -> None:
+    """Queue envelopes (one row per device, one INSERT) and, once committed, hand them to live
+    sockets or ask for pushes. Ephemeral envelopes are never stored: they go to live sockets only."""
+    durable = [delivery for delivery in deliveries if not delivery.ephemeral]
+    if durable:
+        rows = QueuedMessage.objects.bulk_create(
+            [
+                QueuedMessage(
+                    device_id=delivery.device_pk,
+                    guid=delivery.guid,
+                    server_timestamp=delivery.server_timestamp,
+                    story=delivery.story,
+                    envelope=delivery.envelope,
+                )
+                for delivery in durable
+            ]
+        )
+        for delivery, row in zip(durable, rows, strict=True):
+            delivery.row_id = row.pk
+    transaction.on_commit(lambda: _notify(deliveries))
+
+
+def _notify(deliveries: list[Delivery]) -> None:
+    by_device: dict[tuple[uuid.UUID, int], list[Delivery]] = {}
+    for delivery in deliveries:
+        by_device.setdefault((delivery.aci, delivery.device_id), []).append(delivery)
+    devices = list(by_device)
+    channels = get_presence().lookup(devices)
+    live: list[tuple[str, list[Delivery]]] = []
+    absent: list[tuple[uuid.UUID, int, list[Delivery]]] = []
+    for (aci, device_id), channel in zip(devices, channels, strict=True):
+        queued = by_device[(aci, device_id)]
+        if channel is not None:
+            live.append((channel, queued))
+        elif any(not delivery.ephemeral for delivery in queued):
+            absent.append((aci, device_id, queued))
+    if live or absent:
+        async_to_sync(_notify_channels)(live, absent)
+    for _, _, queued in absent:
+        durable = [delivery for delivery in queued if not delivery.ephemeral]
+        request_push(device_pk=durable[0].device_pk, urgent=any(delivery.urgent for delivery in durable))
+
+
+async def _notify_channels(live, absent) -> None:
+    layer = get_channel_layer()
+    for channel, queued in live:
+        for start in range(0, len(queued), MAX_ROWS_PER_NOTIFICATION):
+            batch = queued[start : start + MAX_ROWS_PER_NOTIFICATION]
+            await layer.send(
+                channel,
+                {
+                    "type": "queue.messages",
+                    "messages": [
+                        [delivery.row_id, delivery.envelope, delivery.story, delivery.ephemeral]
+                        for delivery in batch
+                    ],
+                },
+            )
+    # Long pollers (GET /v1/messages?wait=N) wait on the device group.
+    for aci, device_id, _ in absent:
+        await layer.group_send(device_group(aci, device_id), {"type": "queue.available"})
+
+
+# --- Reading and acknowledging ------------------------------------------------------------------
+
+
+def retention_cutoff_ms() -> int:
+    return now_ms() - settings.MESSAGE_RETENTION_DAYS * 86_400_000
+
+
+def list_queued(*, device_pk: int, after_id: int = 0, limit: int = 100, stories: bool = True) -> list[tuple]:
+    """(row id, guid, envelope, story) of a device's queue in order, oldest first; expired rows are
+    not delivered even before the purge removes them."""
+    rows = QueuedMessage.objects.filter(
+        device_id=device_pk, id__gt=after_id, server_timestamp__gte=retention_cutoff_ms()
+    )
+    if not stories:
+        rows = rows.filter(story=False)
+    return list(rows.order_by("id").values_list("id", "guid", "envelope", "story")[:limit])
+
+
+def has_queued(*, device_pk: int) -> bool:
+    return QueuedMessage.objects.filter(device_id=device_pk, server_timestamp__gte=retention_cutoff_ms()).exists()
+
+
+def acknowledge_messages(*, device, row_ids: list[int] | None = None, guids: list[uuid.UUID] | None = None) -> int:
+    """Delete acknowledged messages of this device (by row id or guid) and queue the server
+    delivery receipts (spec §4.3); returns how many were deleted. Another device's ids match nothing."""
+    column, values = ("id", row_ids) if row_ids is not None else ("guid", guids)
+    if not values:
+        return 0
+    table = QueuedMessage._meta.db_table
+    if column == "guid" and connection.vendor != "postgresql":
+        values = [value.hex for value in values]  # how Django stores UUIDs on SQLite
+    placeholders = ", ".join(["%s"] * len(values))
+    with transaction.atomic():
+        with connection.cursor() as cursor:
+            # One statement: the rows we delete are exactly the ones we build receipts for.
+            cursor.execute(
+                f"DELETE FROM {table} WHERE device_id = %s AND {column} IN ({placeholders}) RETURNING envelope",
+                [device.pk, *values],
+            )
+            envelopes = [bytes(row[0]) for row in cursor.fetchall()]
+        _queue_receipts(envelopes, acknowledging_device_id=device.device_id)
+    return len(envelopes)
+
+
+def _queue_receipts(envelopes: list[bytes], *, acknowledging_device_id: int) -> None:
+    receipts_by_sender: dict[uuid.UUID, list[tuple[ServiceId, int]]] = {}
+    for data in envelopes:
+        envelope = parse_envelope(data)
+        source = envelope_source(envelope)
+        destination = envelope_destination(envelope)
+        if source is None or destination is None or envelope.type == SERVER_DELIVERY_RECEIPT:
+            continue  # sealed sender has no source; receipts are not receipted
+        if source == destination:
+            continue  # the sender's own devices (sync messages)
+        receipts_by_sender.setdefault(source.uuid, []).append((destination, envelope.client_timestamp))
+    if not receipts_by_sender:
+        return
+    devices = Device.objects.filter(account_id__in=list(receipts_by_sender)).values_list("pk", "account_id", "device_id")
+    server_timestamp = now_ms()
+    deliveries = []
+    for pk, aci, device_id in devices:
+        for recipient, client_timestamp in receipts_by_sender[aci]:
+            guid = uuid.uuid4()
+            deliveries.append(
+                Delivery(
+                    device_pk=pk,
+                    aci=aci,
+                    device_id=device_id,
+                    guid=guid,
+                    server_timestamp=server_timestamp,
+                    urgent=False,
+                    envelope=build_envelope(
+                        type=SERVER_DELIVERY_RECEIPT,
+                        guid=guid,
+                        destination=ServiceId(aci),
+                        content=b"",
+                        client_timestamp=client_timestamp,
+                        server_timestamp=server_timestamp,
+                        urgent=False,
+                        source=recipient,
+                        source_device=acknowledging_device_id,
+                    ),
+                )
+            )
+    deliver_envelopes(deliveries)
+
+
+_last_embedded_purge = float("-inf")
+EMBEDDED_PURGE_INTERVAL_SECONDS = 3600
+
+
+def purge_if_due() -> None:
+    """Without beat (the embedded run: eager tasks), purge at most hourly when a device connects."""
+    global _last_embedded_purge
+    if not settings.CELERY_TASK_ALWAYS_EAGER or time.monotonic() - _last_embedded_purge < EMBEDDED_PURGE_INTERVAL_SECONDS:
+        return
+    _last_embedded_purge = time.monotonic()
+    purge_expired_messages()
+
+
+def purge_expired_messages() -> int:
+    """Delete undelivered messages older than the retention (MESSAGE_RETENTION_DAYS)."""
+    deleted, _ = QueuedMessage.objects.filter(server_timestamp__lt=retention_cutoff_ms()).delete()
+    if deleted:
+        logger.info("purged expired messages", extra={"count": deleted})
+    return deleted

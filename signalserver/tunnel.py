@@ -1,0 +1,174 @@
+"""REST requests tunnelled over a WebSocket (spec §4.7), answered like HTTP requests.
+
+Hot routes (message sends) are registered here as plain handler functions — the same functions
+their DRF views wrap — so a frame costs no Django request (DESIGN.md §4). Every other path is
+dispatched to its Django view through a request built from the frame, so every endpoint works over
+the socket with the same validation, services and error mapper as over HTTP. Authentication always
+comes from the socket, never from the frame.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import http
+import io
+import json
+import logging
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit
+
+from channels.db import database_sync_to_async
+from django.core.handlers.wsgi import WSGIRequest
+from django.urls import Resolver404, resolve
+
+from signalserver.auth import TUNNEL_PRINCIPAL
+from signalserver.errors import error_response
+
+logger = logging.getLogger(__name__)
+
+# Upgrade headers a tunnelled request does not inherit.
+_HOP_HEADERS = ("connection", "upgrade")
+JSON_TYPE = "application/json"
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    """One request as a handler function sees it, whether it came over HTTP or a socket."""
+
+    principal: Any  # signalserver.auth.AuthenticatedDevice, or None when anonymous
+    headers: dict[str, str]  # lower-case names
+    query: dict[str, str]
+    body: bytes
+
+    @classmethod
+    def from_drf(cls, request) -> Call:
+        headers = {name.lower(): value for name, value in request.headers.items()}
+        return cls(principal=request.auth, headers=headers, query=request.query_params.dict(), body=request.body)
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    status: int
+    body: bytes = b""
+    headers: tuple[str, ...] = ()
+
+
+# (verb, path pattern, handler(call, **path groups) -> (status, JSON-able body or None))
+_routes: list[tuple[str, re.Pattern, Callable]] = []
+
+
+def register(verb: str, pattern: str, handler: Callable) -> None:
+    """Serve `verb pattern` over sockets by calling `handler` directly (a hot route)."""
+    _routes.append((verb, re.compile(pattern), handler))
+
+
+def merge_headers(upgrade: dict[str, str], frame_headers) -> dict[str, str]:
+    """The upgrade's headers, overridden by the frame's, except X-Forwarded-For (ignored from a
+    frame) and User-Agent (the upgrade's wins). Header strings split at the first colon."""
+    merged = {
+        name: value
+        for name, value in upgrade.items()
+        if name not in _HOP_HEADERS and "websocket-" not in name and name != "authorization"
+    }
+    for line in frame_headers:
+        name, sep, value = line.partition(":")
+        name = name.strip().lower()
+        if not sep or not name or name in ("x-forwarded-for", "user-agent"):
+            continue
+        merged[name] = value.strip()
+    return merged
+
+
+async def dispatch(*, principal, verb: str, path: str, headers: dict[str, str], body: bytes, client: str) -> Reply:
+    """Answer one tunnelled request; never raises."""
+    try:
+        parts = urlsplit(path)
+        route_path = parts.path
+        for route_verb, pattern, handler in _routes:
+            if route_verb == verb and (match := pattern.fullmatch(route_path)):
+                call = Call(principal=principal, headers=headers, query=dict(parse_qsl(parts.query)), body=body)
+                return await database_sync_to_async(_call_handler)(handler, call, match.groupdict())
+        return await _dispatch_to_view(principal, verb, parts.path, parts.query, headers, body, client)
+    except Exception:
+        logger.exception("tunnelled request failed", extra={"route": verb})
+        return Reply(500)
+
+
+def _call_handler(handler: Callable, call: Call, groups: dict) -> Reply:
+    try:
+        status, body = handler(call, **groups)
+        return json_reply(status, body)
+    except Exception as exc:
+        mapped = error_response(exc)
+        if mapped is None:
+            raise
+        status, body, headers = mapped
+        return json_reply(status, body, headers)
+
+
+def json_reply(status: int, body: Any, headers: dict[str, str] | None = None) -> Reply:
+    lines = [f"{name}:{value}" for name, value in (headers or {}).items()]
+    if body is None:
+        return Reply(status, b"", tuple(lines))
+    lines.append(f"Content-Type:{JSON_TYPE}")
+    return Reply(status, json.dumps(body, separators=(",", ":")).encode(), tuple(lines))
+
+
+async def _dispatch_to_view(principal, verb, path, query, headers, body, client) -> Reply:
+    try:
+        match = resolve(path)
+    except Resolver404:
+        return json_reply(404, {"code": 404, "message": "Not found"})
+    request = _build_request(principal, verb, path, query, headers, body, client)
+    if asyncio.iscoroutinefunction(match.func):
+        response = await match.func(request, *match.args, **match.kwargs)
+    else:
+        response = await database_sync_to_async(_call_view)(match, request)
+    response_headers = tuple(
+        f"{name}:{value}"
+        for name, value in response.items()
+        if name.lower() in ("content-type", "retry-after", "etag", "location", "www-authenticate")
+    )
+    return Reply(response.status_code, bytes(response.content), response_headers)
+
+
+def _call_view(match, request):
+    response = match.func(request, *match.args, **match.kwargs)
+    if hasattr(response, "render"):
+        response.render()
+    return response
+
+
+def _build_request(principal, verb, path, query, headers, body, client) -> WSGIRequest:
+    environ = {
+        "REQUEST_METHOD": verb,
+        "PATH_INFO": path,
+        "SCRIPT_NAME": "",
+        "QUERY_STRING": query,
+        "REMOTE_ADDR": client,
+        "SERVER_NAME": "websocket",
+        "SERVER_PORT": "443",
+        "SERVER_PROTOCOL": "HTTP/1.1",
+        "wsgi.url_scheme": "https",
+        "wsgi.input": io.BytesIO(body),
+        "CONTENT_LENGTH": str(len(body)),
+        "CONTENT_TYPE": headers.get("content-type", JSON_TYPE if body else ""),
+    }
+    for name, value in headers.items():
+        if name not in ("content-type", "content-length"):
+            environ["HTTP_" + name.upper().replace("-", "_")] = value
+    request = WSGIRequest(environ)
+    # The socket authenticates the request; an Authorization header in it is not credentials
+    # (it may still be read as data, e.g. the new password of a registration).
+    setattr(request, TUNNEL_PRINCIPAL, principal)
+    return request
+
+
+def reason_phrase(status: int) -> str:
+    try:
+        return http.HTTPStatus(status).phrase
+    except ValueError:
+        return "Error response" if status >= 500 else ""
