@@ -21,6 +21,7 @@ $(VENV)/.dev: requirements.txt requirements-dev.txt | $(BIN)/python
 ## run: serve on http://$(HOST):$(PORT) on the embedded defaults (SQLite, in-process everything)
 run: $(VENV)/.runtime
 	$(BIN)/python manage.py migrate --noinput -v 0
+	$(BIN)/python manage.py sealed_sender development
 	@echo
 	@echo "signalserver on http://$(HOST):$(PORT)/   API docs: http://$(HOST):$(PORT)/v1/docs"
 	@echo "Admin: http://$(HOST):$(PORT)/admin/  (create an operator: $(BIN)/python manage.py createsuperuser)"

@@ -9,13 +9,18 @@ from __future__ import annotations
 import json
 import uuid
 
+from messaging.certificates import issue_sender_certificate
+from messaging.multi_recipient import MAX_BODY_BYTES, parse_multi_recipient
 from messaging.services import (
+    ContentTooLarge,
     OutgoingMessage,
     acknowledge_messages,
     list_queued,
     send_message,
+    send_multi_recipient_message,
 )
 from messaging.envelopes import envelope_destination, envelope_source, parse_envelope
+from signalserver.auth import parse_access_key
 from signalserver.errors import BadRequest, NotFound, Unauthorized, UnprocessableEntity
 from signalserver.tunnel import Call
 from signalserver.wire import ServiceId, b64decode, b64encode
@@ -31,6 +36,8 @@ def put_messages(call: Call, destination: str) -> tuple[int, dict]:
         service_id = ServiceId.parse(destination)
     except ValueError:
         raise UnprocessableEntity("invalid destination") from None
+    story = _query_bool(call, "story", default=False)
+    access_key = _anonymous_access(call, story=story)
     data = _json_object(call.body)
     raw_messages = data.get("messages")
     if not isinstance(raw_messages, list) or not 0 < len(raw_messages) <= MAX_MESSAGES_PER_SEND:
@@ -41,10 +48,68 @@ def put_messages(call: Call, destination: str) -> tuple[int, dict]:
         messages=[_outgoing_message(entry) for entry in raw_messages],
         online=_bool(data, "online", default=False),
         urgent=_bool(data, "urgent", default=True),
-        story=call.query.get("story", "").lower() == "true",
+        story=story,
         timestamp=_int(data, "timestamp", default=0),
+        access_key=access_key,
     )
     return 200, {"needsSync": needs_sync}
+
+
+def put_multi_recipient_message(call: Call) -> tuple[int, dict]:
+    """PUT /v1/messages/multi_recipient (spec §4.2): one sealed payload for many recipients."""
+    story = _query_bool(call, "story", default=False)
+    access_key = _anonymous_access(call, story=story, uses_credentials=False)
+    if len(call.body) > MAX_BODY_BYTES:
+        raise ContentTooLarge()
+    try:
+        timestamp = int(call.query.get("ts", "0"))
+    except ValueError:
+        raise BadRequest("ts must be an integer") from None
+    uuids404 = send_multi_recipient_message(
+        message=parse_multi_recipient(call.body),
+        access_key=access_key,
+        timestamp=timestamp,
+        online=_query_bool(call, "online", default=False),
+        urgent=_query_bool(call, "urgent", default=True),
+        story=story,
+    )
+    return 200, {"uuids404": uuids404}
+
+
+def get_delivery_certificate(call: Call) -> tuple[int, dict]:
+    """GET /v1/certificate/delivery (spec §4.8): a sender certificate for the calling device."""
+    if call.principal is None:
+        raise Unauthorized()
+    certificate = issue_sender_certificate(
+        account=call.principal.account,
+        device=call.principal.device,
+        include_e164=_query_bool(call, "includeE164", default=True),
+    )
+    return 200, {"certificate": b64encode(certificate)}
+
+
+def _anonymous_access(call: Call, *, story: bool, uses_credentials: bool = True) -> bytes | None:
+    """The access key of an anonymous send after the mixed-authorization rules (spec §4.1, §4.2);
+    `uses_credentials` is false for multi-recipient sends, which ignore device credentials.
+
+    Group send tokens are zkgroup credentials, which this server cannot verify (spec "Not
+    supported"): they are refused like a wrong key, after the same 400s Signal gives for mixing.
+    """
+    header = call.headers.get("unidentified-access-key")
+    token = call.headers.get("group-send-token")
+    authenticated = uses_credentials and call.principal is not None
+    if token is not None and (header is not None or authenticated or story):
+        raise BadRequest("a group send token cannot be combined with other authorization or a story")
+    if header is not None and authenticated:
+        raise BadRequest("credentials and an access key cannot be combined")
+    if token is not None:
+        raise Unauthorized()
+    if header is None or story:
+        return None  # stories need no authorization; a key sent with one is ignored
+    key = parse_access_key(header)
+    if key is None:
+        raise Unauthorized()
+    return key
 
 
 def get_messages(call: Call) -> tuple[int, dict]:
@@ -121,6 +186,15 @@ def _outgoing_message(entry) -> OutgoingMessage:
     if device_id is None or message_type is None:
         raise UnprocessableEntity("messages[] need type and destinationDeviceId")
     return OutgoingMessage(device_id=device_id, registration_id=registration_id, type=message_type, content=decoded)
+
+
+def _query_bool(call: Call, name: str, *, default: bool) -> bool:
+    value = call.query.get(name)
+    if value is None:
+        return default
+    if value.lower() not in ("true", "false"):
+        raise BadRequest(f"{name} must be true or false")
+    return value.lower() == "true"
 
 
 def _int(data: dict, name: str, *, default):

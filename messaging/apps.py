@@ -9,5 +9,6 @@ class MessagingConfig(AppConfig):
         from messaging import api
         from signalserver import tunnel
 
-        # The hottest tunnelled request: served without building a Django request.
-        tunnel.register("PUT", r"/v1/messages/(?P<destination>(?!multi_recipient$)[^/]+)", api.put_messages)
+        # The hottest tunnelled requests: served without building a Django request.
+        tunnel.register("PUT", r"/v1/messages/multi_recipient", api.put_multi_recipient_message)
+        tunnel.register("PUT", r"/v1/messages/(?P<destination>[^/]+)", api.put_messages)

@@ -25,3 +25,30 @@ class QueuedMessage(models.Model):
 
     def __str__(self):
         return str(self.guid)
+
+
+class TrustRoot(models.Model):
+    """The sealed-sender trust root: its public key is built into clients (spec §4.8).
+
+    The private half normally stays offline with the operator; only the development pair made by
+    the embedded run keeps it here, so that `make run` can certify its own server key.
+    """
+
+    public_key = models.BinaryField(max_length=33)
+    private_key = models.BinaryField(max_length=32, null=True, blank=True)
+    created = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self):
+        return f"trust root {self.pk}"
+
+
+class ServerCertificate(models.Model):
+    """A server key certified by the trust root; the newest one signs sender certificates."""
+
+    key_id = models.PositiveIntegerField(unique=True)
+    certificate = models.BinaryField()  # serialized ServerCertificate
+    private_key = models.BinaryField(max_length=32)  # Ed25519 seed of the server key
+    created = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self):
+        return f"server certificate {self.key_id}"

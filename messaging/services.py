@@ -7,6 +7,7 @@ transaction commits it hands the new rows to the devices' live sockets, or asks 
 
 from __future__ import annotations
 
+import hmac
 import logging
 import time
 import uuid
@@ -18,19 +19,23 @@ from django.conf import settings
 from django.db import IntegrityError, connection, transaction
 
 from accounts.models import MAX_DEVICE_ID, Account, Device
+from accounts.selectors import has_unidentified_access
 from accounts.services import device_group
 from messaging.envelopes import (
     CLIENT_TYPES,
     SERVER_DELIVERY_RECEIPT,
+    UNIDENTIFIED_SENDER,
     build_envelope,
     envelope_destination,
     envelope_source,
     parse_envelope,
 )
 from messaging.models import QueuedMessage
+from messaging.multi_recipient import MultiRecipientMessage
 from messaging.presence import get_presence
 from push.services import request_push
 from signalserver.errors import (
+    BadRequest,
     Conflict,
     DomainError,
     Forbidden,
@@ -65,6 +70,17 @@ class StaleDevices(DomainError):
 
     def __init__(self, *, stale: list[int]):
         super().__init__(body={"staleDevices": stale})
+
+
+class MismatchedRecipientDevices(Conflict):
+    """Multi-recipient: `[{"uuid", "devices": {missingDevices, extraDevices}}]` (spec §4.2)."""
+
+
+class StaleRecipientDevices(DomainError):
+    """Multi-recipient: `[{"uuid", "devices": {staleDevices}}]` (spec §4.2)."""
+
+    status = 410
+    message = "Stale devices"
 
 
 class ContentTooLarge(DomainError):
@@ -114,22 +130,29 @@ def send_message(
     urgent: bool = True,
     story: bool = False,
     timestamp: int = 0,
+    access_key: bytes | None = None,
 ) -> bool:
-    """Queue one identified 1:1 send (spec §4.1); returns `needsSync`.
+    """Queue one 1:1 send (spec §4.1): identified, sealed sender, or a story; returns `needsSync`.
 
-    `sender` is the authenticated principal (`request.auth`), None for an anonymous caller.
+    `sender` is the authenticated principal (`request.auth`), None for an anonymous caller, who
+    needs the destination's unidentified `access_key` (spec §4.8) unless it sends a story.
     """
     check_outgoing_messages(messages)
     if not 0 <= timestamp <= MAX_TIMESTAMP:
         raise UnprocessableEntity("timestamp out of range")
 
+    is_sync = False
     if story:
         account = _resolve(destination)
         if account is None:
             return False  # never reveal whether a story's destination exists
-        is_sync = False
     elif sender is None:
-        raise Unauthorized()
+        # Sealed sender: unknown and PNI destinations look exactly like a wrong key (401, not 404).
+        account = None if access_key is None or destination.is_pni else _resolve(destination)
+        if account is None or not has_unidentified_access(account, access_key):
+            raise Unauthorized()
+        if any(message.type != UNIDENTIFIED_SENDER for message in messages):
+            raise BadRequest("sealed-sender messages must be of type UNIDENTIFIED_SENDER")
     else:
         is_sync = destination.uuid in (sender.account.aci, sender.account.pni)
         if is_sync and destination.is_pni:
@@ -139,6 +162,7 @@ def send_message(
             raise NotFound()
 
     server_timestamp = now_ms()
+    # Stories and sealed-sender messages carry no sender anywhere on the server.
     source = ServiceId(sender.account.aci) if sender is not None and not story else None
     source_device = sender.device.device_id if source is not None else None
     for attempt in (1, 2):
@@ -205,32 +229,47 @@ def _check_device_set(
     account: Account, destination: ServiceId, messages: list[OutgoingMessage], *, exclude_device_id: int | None
 ) -> dict[int, tuple[int, int | None]]:
     """device id → (pk, registration id of the addressed identity), after the 410/409/413 checks."""
-    rows = Device.objects.filter(account_id=account.aci).values_list(
-        "device_id", "pk", "registration_id", "pni_registration_id"
-    )
-    devices = {
-        device_id: (pk, pni_registration_id if destination.is_pni else registration_id)
-        for device_id, pk, registration_id, pni_registration_id in rows
-        if device_id != exclude_device_id
-    }
-    requested = {message.device_id: message for message in messages}
-    stale = sorted(
-        device_id
-        for device_id, message in requested.items()
-        if device_id in devices
-        # 0 means "not checked": old clients sent it, and accepting it is harmless.
-        and message.registration_id != 0
-        and message.registration_id != devices[device_id][1]
-    )
+    devices = _addressable_devices(account, destination, exclude_device_id=exclude_device_id)
+    missing, extra, stale = _mismatches(devices, [(m.device_id, m.registration_id) for m in messages])
     if stale:
         raise StaleDevices(stale=stale)
-    missing = sorted(set(devices) - set(requested))
-    extra = sorted(set(requested) - set(devices))
     if missing or extra:
         raise MismatchedDevices(missing=missing, extra=extra)
     if any(len(message.content) > MAX_CONTENT_BYTES for message in messages):
         raise ContentTooLarge()
     return devices
+
+
+def _addressable_devices(
+    account: Account, destination: ServiceId, *, exclude_device_id: int | None = None
+) -> dict[int, tuple[int, int | None]]:
+    rows = Device.objects.filter(account_id=account.aci).values_list(
+        "device_id", "pk", "registration_id", "pni_registration_id"
+    )
+    return {
+        device_id: (pk, pni_registration_id if destination.is_pni else registration_id)
+        for device_id, pk, registration_id, pni_registration_id in rows
+        if device_id != exclude_device_id
+    }
+
+
+def _mismatches(
+    devices: dict[int, tuple[int, int | None]], requested: list[tuple[int, int]]
+) -> tuple[list[int], list[int], list[int]]:
+    """(missing, extra, stale) device ids of a request against the account's devices. A device
+    without a registration id for the addressed identity (no PNI registration id) is stale."""
+    wanted = dict(requested)
+    stale = sorted(
+        device_id
+        for device_id, registration_id in wanted.items()
+        if device_id in devices
+        # 0 means "not checked": old clients sent it, and accepting it is harmless.
+        and registration_id != 0
+        and registration_id != devices[device_id][1]
+    )
+    missing = sorted(set(devices) - set(wanted))
+    extra = sorted(set(wanted) - set(devices))
+    return missing, extra, stale
 
 
 def _delivery(
@@ -271,6 +310,108 @@ def _delivery(
         urgent=urgent,
         ephemeral=ephemeral,
     )
+
+
+def send_multi_recipient_message(
+    *,
+    message: MultiRecipientMessage,
+    access_key: bytes | None,
+    timestamp: int = 0,
+    online: bool = False,
+    urgent: bool = True,
+    story: bool = False,
+) -> list[str]:
+    """Queue one sealed-sender payload for every device of every recipient (spec §4.2), in one
+    transaction; returns `uuids404` (always empty: only group send tokens skip unknown recipients)."""
+    if not message.recipients:
+        raise BadRequest("no recipients")
+    if not 0 <= timestamp <= MAX_TIMESTAMP:
+        raise BadRequest("timestamp out of range")
+    accounts = _resolve_all([recipient.service_id for recipient in message.recipients])
+    if story:
+        recipients = [r for r in message.recipients if r.service_id in accounts]
+    else:
+        if access_key is None:
+            raise Unauthorized()
+        if len(accounts) < len(message.recipients):
+            raise NotFound()
+        if any(recipient.service_id.is_pni for recipient in message.recipients):
+            raise Unauthorized()
+        if not hmac.compare_digest(_combined_access_key(accounts.values()), access_key):
+            raise Unauthorized()
+        recipients = message.recipients
+    if recipients and len(message.payload_for(recipients[0])) > MAX_CONTENT_BYTES:
+        raise ContentTooLarge()
+
+    server_timestamp = now_ms()
+    with transaction.atomic():
+        deliveries, mismatched, stale = [], [], []
+        for recipient in recipients:
+            account = accounts[recipient.service_id]
+            devices = _addressable_devices(account, recipient.service_id)
+            missing, extra, stale_ids = _mismatches(devices, recipient.devices)
+            uuid_text = str(recipient.service_id)
+            if missing or extra:
+                mismatched.append({"uuid": uuid_text, "devices": {"missingDevices": missing, "extraDevices": extra}})
+            elif stale_ids:
+                stale.append({"uuid": uuid_text, "devices": {"staleDevices": stale_ids}})
+            if mismatched or stale:
+                continue
+            payload = message.payload_for(recipient)
+            for device_id, _ in recipient.devices:
+                guid = uuid.uuid4()
+                deliveries.append(
+                    Delivery(
+                        device_pk=devices[device_id][0],
+                        aci=account.aci,
+                        device_id=device_id,
+                        guid=guid,
+                        server_timestamp=server_timestamp,
+                        story=story,
+                        urgent=urgent,
+                        ephemeral=online,
+                        envelope=build_envelope(
+                            type=UNIDENTIFIED_SENDER,
+                            guid=guid,
+                            destination=recipient.service_id,
+                            content=payload,
+                            client_timestamp=timestamp or server_timestamp,
+                            server_timestamp=server_timestamp,
+                            urgent=urgent,
+                            story=story,
+                        ),
+                    )
+                )
+        if mismatched:  # 409 wins over 410 here (spec §4.2)
+            raise MismatchedRecipientDevices(body=mismatched)
+        if stale:
+            raise StaleRecipientDevices(body=stale)
+        deliver_envelopes(deliveries)
+    return []
+
+
+def _resolve_all(service_ids: list[ServiceId]) -> dict[ServiceId, Account]:
+    """The accounts these service ids name, in two queries (ACIs, PNIs); unknown ones are absent."""
+    acis = [sid.uuid for sid in service_ids if not sid.is_pni]
+    pnis = [sid.uuid for sid in service_ids if sid.is_pni]
+    found: dict[ServiceId, Account] = {}
+    if acis:
+        found.update({ServiceId(a.aci): a for a in Account.objects.filter(aci__in=acis)})
+    if pnis:
+        found.update({ServiceId(a.pni, is_pni=True): a for a in Account.objects.filter(pni__in=pnis)})
+    return found
+
+
+def _combined_access_key(accounts) -> bytes:
+    """XOR of the recipients' access keys; unrestricted recipients contribute nothing."""
+    combined = bytes(16)
+    for account in accounts:
+        if account.unrestricted_unidentified_access:
+            continue
+        if account.unidentified_access_key is None:
+            raise Unauthorized()  # nobody may send it sealed-sender messages
+        combined = bytes(a ^ b for a, b in zip(combined, bytes(account.unidentified_access_key), strict=True))
+    return combined
 
 
 # --- Queueing -----------------------------------------------------------------------------------

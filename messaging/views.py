@@ -72,7 +72,7 @@ def _render(result: tuple[int, object]) -> Response:
 
 
 class SendMessageView(APIView):
-    permission_classes = [AllowAny]  # stories and (later) sealed sender need no credentials
+    permission_classes = [AllowAny]  # stories and sealed-sender sends need no credentials
     parser_classes: list = []  # the handler parses the raw body itself
 
     @extend_schema(
@@ -81,10 +81,12 @@ class SendMessageView(APIView):
         parameters=[
             OpenApiParameter("destination", OpenApiTypes.STR, OpenApiParameter.PATH, description="ACI or PNI:<uuid>"),
             OpenApiParameter("story", OpenApiTypes.BOOL, OpenApiParameter.QUERY),
+            OpenApiParameter("Unidentified-Access-Key", OpenApiTypes.STR, OpenApiParameter.HEADER, description="sealed sender, instead of credentials"),
         ],
         request={"application/json": INCOMING_MESSAGE_LIST},
         responses={
             200: {"type": "object", "properties": {"needsSync": {"type": "boolean"}}},
+            400: OpenApiResponse(description="Mixed authorization, or a sealed message of another type"),
             401: UNAUTHORIZED,
             403: OpenApiResponse(description="A sync message addressed to the caller's PNI"),
             404: OpenApiResponse(description="Unknown destination"),
@@ -132,6 +134,52 @@ class DeleteMessageView(APIView):
     )
     def delete(self, request, guid):
         return _render(api.delete_message(Call.from_drf(request), guid))
+
+
+class MultiRecipientMessageView(APIView):
+    authentication_classes: list = []  # device credentials are not used (spec §4.2)
+    permission_classes = [AllowAny]
+    parser_classes: list = []
+
+    @extend_schema(
+        tags=["messaging"],
+        summary="Send one sealed-sender payload to many recipients",
+        parameters=[
+            OpenApiParameter("ts", OpenApiTypes.INT, OpenApiParameter.QUERY, description="sender timestamp (ms)"),
+            OpenApiParameter("online", OpenApiTypes.BOOL, OpenApiParameter.QUERY),
+            OpenApiParameter("urgent", OpenApiTypes.BOOL, OpenApiParameter.QUERY),
+            OpenApiParameter("story", OpenApiTypes.BOOL, OpenApiParameter.QUERY),
+            OpenApiParameter("Unidentified-Access-Key", OpenApiTypes.STR, OpenApiParameter.HEADER, description="XOR of the recipients' keys"),
+        ],
+        request={"application/vnd.signal-messenger.mrm": {"type": "string", "format": "binary"}},
+        responses={
+            200: {"type": "object", "properties": {"uuids404": {"type": "array", "items": {"type": "string"}}}},
+            400: OpenApiResponse(description="Malformed payload or parameters"),
+            401: UNAUTHORIZED,
+            404: OpenApiResponse(description="A recipient does not exist"),
+            409: OpenApiResponse(description="`[{uuid, devices: {missingDevices, extraDevices}}]`"),
+            410: OpenApiResponse(description="`[{uuid, devices: {staleDevices}}]`"),
+            413: OpenApiResponse(description="Payload too large"),
+        },
+    )
+    def put(self, request):
+        return _render(api.put_multi_recipient_message(Call.from_drf(request)))
+
+
+class DeliveryCertificateView(APIView):
+    @extend_schema(
+        tags=["messaging"],
+        summary="A sealed-sender certificate for this device (valid 24 hours)",
+        parameters=[OpenApiParameter("includeE164", OpenApiTypes.BOOL, OpenApiParameter.QUERY, description="default true")],
+        responses={
+            200: {"type": "object", "properties": {"certificate": {"type": "string", "format": "byte"}}},
+            400: OpenApiResponse(description="includeE164 on an account without a number"),
+            401: UNAUTHORIZED,
+            503: OpenApiResponse(description="No server certificate configured"),
+        },
+    )
+    def get(self, request):
+        return _render(api.get_delivery_certificate(Call.from_drf(request)))
 
 
 _messages_view = MessagesView.as_view()

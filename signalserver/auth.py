@@ -167,3 +167,18 @@ class DeviceAuthentication(BaseAuthentication):
 
     def authenticate_header(self, request):
         return 'Basic realm="signal"'
+
+
+UNIDENTIFIED_ACCESS_KEY_LENGTH = 16
+
+
+def parse_access_key(value: str | None) -> bytes | None:
+    """The 16 bytes of an `Unidentified-Access-Key` header; None when absent or malformed (either
+    way the caller is not authorised by it: spec §1.2 answers a malformed key with 401)."""
+    if not value:
+        return None
+    try:
+        key = base64.b64decode(value.strip() + "=" * (-len(value.strip()) % 4), validate=True)
+    except (binascii.Error, ValueError):
+        return None
+    return key if len(key) == UNIDENTIFIED_ACCESS_KEY_LENGTH else None

@@ -32,3 +32,37 @@ def verify_xeddsa(identity_key: bytes, message: bytes, signature: bytes) -> bool
     except (InvalidSignature, ValueError):
         return False
     return True
+
+
+def edwards_to_montgomery(edwards: bytes) -> bytes:
+    """The Montgomery u (32 bytes) of an Ed25519 public key: u = (1 + y) / (1 − y)."""
+    y = int.from_bytes(edwards, "little") & ((1 << 255) - 1)
+    u = (1 + y) * pow((1 - y) % P, P - 2, P) % P
+    return u.to_bytes(32, "little")
+
+
+class SigningKey:
+    """A server-held Curve25519 identity (a 32-byte Ed25519 seed) that makes XEdDSA-compatible
+    signatures: its public key is published in Montgomery form and each Ed25519 signature carries
+    the Edwards sign bit in its top bit, so clients verify it as XEdDSA (spec §0.3)."""
+
+    def __init__(self, seed: bytes):
+        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+        from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+        self.seed = seed
+        self._key = Ed25519PrivateKey.from_private_bytes(seed)
+        edwards = self._key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+        self._sign_bit = edwards[31] & 0x80
+        self.public_key = bytes([EC_KEY_TYPE]) + edwards_to_montgomery(edwards)
+
+    @classmethod
+    def generate(cls) -> "SigningKey":
+        import os
+
+        return cls(os.urandom(32))
+
+    def sign(self, message: bytes) -> bytes:
+        signature = self._key.sign(message)
+        # An Ed25519 scalar is below 2^253, so the top bit is free to carry the sign.
+        return signature[:63] + bytes([signature[63] | self._sign_bit])
