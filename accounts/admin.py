@@ -15,7 +15,7 @@ class DeviceInline(admin.TabularInline):
         "fetches_messages",
         "capabilities",
         "user_agent",
-        "has_push_token",
+        "platform",
         "created",
         "last_seen",
     )
@@ -23,9 +23,14 @@ class DeviceInline(admin.TabularInline):
     can_delete = False
     show_change_link = True
 
-    @admin.display(boolean=True, description="push token")
-    def has_push_token(self, device):
-        return bool(device.apn_id or device.gcm_id)
+    @admin.display(description="platform")
+    def platform(self, device):
+        """How the device is woken: by APNs (Apple), FCM (Android) or nothing (it keeps a socket)."""
+        if device.apn_id:
+            return "APNs"
+        if device.gcm_id:
+            return "FCM"
+        return "socket only"
 
     def has_add_permission(self, request, obj=None):
         return False

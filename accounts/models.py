@@ -6,6 +6,7 @@ from django.db import models
 
 MAX_DEVICE_ID = 127
 PRIMARY_DEVICE_ID = 1
+MAX_DEVICES = 6  # per account, the primary included (spec §2.5)
 
 
 class PhoneNumberIdentifier(models.Model):
@@ -119,3 +120,10 @@ class VerificationSession(models.Model):
 
     class Meta:
         indexes = [models.Index(fields=["number"])]
+
+
+class UsedLinkToken(models.Model):
+    """A device-link token that was spent: each works once (spec §2.5). Kept until it expires."""
+
+    identifier = models.CharField(max_length=64, primary_key=True)  # b64url(SHA-256(token))
+    expires_at = models.DateTimeField(db_index=True)

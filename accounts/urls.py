@@ -1,12 +1,17 @@
 from django.urls import path
 
-from accounts import registration_views, verification_views, views
+from accounts import device_views, registration_views, verification_views, views
 
 urlpatterns: list = [
     path("v1/verification/session", verification_views.CreateSessionView.as_view()),
     path("v1/verification/session/<str:session_id>", verification_views.SessionView.as_view()),
     path("v1/verification/session/<str:session_id>/code", verification_views.SessionCodeView.as_view()),
     path("v1/registration", registration_views.RegistrationView.as_view()),
+    path("v1/devices", device_views.DevicesView.as_view()),
+    path("v1/devices/provisioning/code", device_views.ProvisioningCodeView.as_view()),
+    path("v1/devices/link", device_views.LinkDeviceView.as_view()),
+    path("v1/devices/<int:device_id>", device_views.DeviceView.as_view()),
+    path("v1/provisioning/<str:destination>", device_views.ProvisioningView.as_view()),
     path("v1/accounts/whoami", views.WhoAmIView.as_view()),
     path("v1/accounts/attributes", views.AccountAttributesView.as_view()),
     path("v1/accounts/me", views.DeleteAccountView.as_view()),

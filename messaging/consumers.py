@@ -16,22 +16,18 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
-import secrets
 import time
 from urllib.parse import parse_qs
 
 from channels.db import database_sync_to_async
-from channels.generic.websocket import AsyncWebsocketConsumer
-from django.conf import settings
-from google.protobuf.message import DecodeError
 
 from accounts.services import device_group
 from messaging.envelopes import parse_envelope
 from messaging.presence import PRESENCE_REFRESH_SECONDS, get_presence
 from messaging.services import EPHEMERAL_MAX_AGE_MS, acknowledge_messages, list_queued, now_ms, purge_if_due
 from signalserver.auth import InvalidCredentials, authenticate_authorization
-from signalserver.proto.websocket_pb2 import WebSocketMessage
-from signalserver.tunnel import dispatch, merge_headers, reason_phrase
+from signalserver.tunnel import dispatch, merge_headers
+from signalserver.websocket import CLOSE_NORMAL, CLOSE_SERVER_ERROR, FramedConsumer
 
 logger = logging.getLogger(__name__)
 
@@ -42,10 +38,6 @@ MAX_REMEMBERED_IDS = 10_000  # rows sent on this connection, so none is sent twi
 MAX_CONCURRENT_REQUESTS = 16  # tunnelled requests of one socket in flight at once
 IDLE_TIMEOUT_SECONDS = 90
 
-CLOSE_NORMAL = 1000
-CLOSE_BAD_FRAME = 1007
-CLOSE_TOO_LARGE = 1009
-CLOSE_SERVER_ERROR = 1011
 CLOSE_CONNECTED_ELSEWHERE = 4409
 
 MESSAGE_PATH = "/api/v1/message"
@@ -53,13 +45,12 @@ QUEUE_EMPTY_PATH = "/api/v1/queue/empty"
 KEEPALIVE_PATH = "/v1/keepalive"
 
 
-class ChatConsumer(AsyncWebsocketConsumer):
+class ChatConsumer(FramedConsumer):
     principal = None
     delivering = False  # this socket delivers the device's queue
     owns_presence = False  # and is the device's registered delivery socket
 
     async def connect(self):
-        self.upgrade_headers = {name.decode("latin-1").lower(): value.decode("latin-1") for name, value in self.scope["headers"]}
         client = self.scope.get("client") or ("", 0)
         self.client_address = client[0] or ""
         try:
@@ -67,15 +58,12 @@ class ChatConsumer(AsyncWebsocketConsumer):
         except InvalidCredentials:
             await self.close()  # before accept: the upgrade is refused with 403
             return
-        self.last_frame = time.monotonic()
         self.requests = asyncio.Semaphore(MAX_CONCURRENT_REQUESTS)
-        self.tasks: set[asyncio.Task] = set()
-        self.closed = False
         self.acks: list[int] = []
         self.ack_task: asyncio.Task | None = None
         if self.principal is None:
-            await self._accept()
-            self._spawn(self._watch_idle())
+            await self.accept_with_timestamp()
+            self.spawn(self.close_after_idle(IDLE_TIMEOUT_SECONDS, PRESENCE_REFRESH_SECONDS))
             return
 
         self.device = self.principal.device
@@ -85,8 +73,8 @@ class ChatConsumer(AsyncWebsocketConsumer):
         # Removal or a credential change of the device closes its sockets through this group.
         await self.channel_layer.group_add(device_group(self.aci, self.device.device_id), self.channel_name)
         self.groups.append(device_group(self.aci, self.device.device_id))
-        await self._accept()
-        self._spawn(self._watch_idle())
+        await self.accept_with_timestamp()
+        self.spawn(self._watch_idle())
         if not self.delivering:
             return
         self.pending: dict[int, int | None] = {}  # request id → row id (None: ephemeral)
@@ -100,7 +88,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
         self.owns_presence = True
         if previous and previous != self.channel_name:
             await self.channel_layer.send(previous, {"type": "device.displaced"})
-        self._spawn(self._pump())
+        self.spawn(self._pump())
         self.wake.set()
         await database_sync_to_async(purge_if_due)()
 
@@ -115,18 +103,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
             return "Basic " + base64.b64encode(token).decode()
         return None
 
-    async def _accept(self):
-        await self.accept(headers=[(b"x-signal-timestamp", str(now_ms()).encode())])
-
-    def _spawn(self, coroutine) -> None:
-        task = asyncio.ensure_future(coroutine)
-        self.tasks.add(task)
-        task.add_done_callback(self.tasks.discard)
-
     async def disconnect(self, code):
-        self.closed = True
-        for task in list(self.tasks):
-            task.cancel()
         if self.owns_presence:
             await get_presence().release(self.aci, self.device.device_id, self.channel_name)
         if self.ack_task is not None:
@@ -136,54 +113,25 @@ class ChatConsumer(AsyncWebsocketConsumer):
 
     # --- Frames from the client -----------------------------------------------------------------
 
-    async def receive(self, text_data=None, bytes_data=None):
-        if bytes_data is None:
-            return  # text frames are ignored
-        self.last_frame = time.monotonic()
-        if len(bytes_data) > settings.WEBSOCKET_MAX_FRAME_BYTES:
-            await self.close(code=CLOSE_TOO_LARGE)
-            return
-        frame = WebSocketMessage()
-        try:
-            frame.ParseFromString(bytes_data)
-        except DecodeError:
-            frame.type = WebSocketMessage.UNKNOWN
-        if frame.type == WebSocketMessage.REQUEST:
-            self._spawn(self._answer(frame.request))
-        elif frame.type == WebSocketMessage.RESPONSE:
-            self._acknowledged(frame.response.id, frame.response.status)
-        else:
-            await self.close(code=CLOSE_BAD_FRAME)
-
-    async def _answer(self, request) -> None:
+    async def handle_request(self, request):
         async with self.requests:
             if request.verb == "GET" and request.path.split("?")[0] == KEEPALIVE_PATH:
                 if self.delivering and not await get_presence().refresh(self.aci, self.device.device_id, self.channel_name):
-                    await self.close(code=CLOSE_NORMAL)  # no longer this device's delivery socket
-                    return
-                status, body, headers = 200, b"", ()
-            else:
-                reply = await dispatch(
-                    principal=self.principal,
-                    verb=request.verb,
-                    path=request.path,
-                    headers=merge_headers(self.upgrade_headers, request.headers),
-                    body=request.body,
-                    client=self.client_address,
-                )
-                status, body, headers = reply.status, reply.body, reply.headers
-        if not request.HasField("id") or self.closed:
-            return
-        frame = WebSocketMessage(type=WebSocketMessage.RESPONSE)
-        response = frame.response
-        response.id = request.id
-        response.status = status
-        response.message = reason_phrase(status)
-        response.headers.extend(headers)
-        response.headers.append(f"X-Signal-Timestamp:{now_ms()}")
-        if body:
-            response.body = body
-        await self.send(bytes_data=frame.SerializeToString())
+                    self.closed = True  # no longer this device's delivery socket: no zombie
+                    await self.close(code=CLOSE_NORMAL)
+                return 200, b"", ()
+            reply = await dispatch(
+                principal=self.principal,
+                verb=request.verb,
+                path=request.path,
+                headers=merge_headers(self.upgrade_headers, request.headers),
+                body=request.body,
+                client=self.client_address,
+            )
+            return reply.status, reply.body, reply.headers
+
+    async def handle_response(self, response):
+        self._acknowledged(response.id, response.status)
 
     # --- Delivery -------------------------------------------------------------------------------
 
@@ -232,7 +180,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
                     self.inline = [row for row in self.inline if row[0] not in self.sent]
                     if not self.backlog_done:
                         self.backlog_done = True
-                        await self._send_request(QUEUE_EMPTY_PATH, None)
+                        await self.send_request(QUEUE_EMPTY_PATH, None)
             elif self.inline:
                 batch, self.inline = self.inline[:room], self.inline[room:]
                 for row_id, envelope, story, _ in batch:
@@ -250,31 +198,19 @@ class ChatConsumer(AsyncWebsocketConsumer):
             self.acks.append(row_id)  # not for this connection: dropped silently (spec §4.3)
             self._schedule_ack_flush()
             return
-        request_id = await self._send_request(MESSAGE_PATH, envelope)
+        request_id = await self.send_request(MESSAGE_PATH, envelope)
         self.pending[request_id] = row_id
 
     async def _send_ephemeral(self, envelope: bytes) -> None:
         if now_ms() - parse_envelope(envelope).client_timestamp > EPHEMERAL_MAX_AGE_MS:
             return
-        request_id = await self._send_request(MESSAGE_PATH, envelope)
+        request_id = await self.send_request(MESSAGE_PATH, envelope)
         self.pending[request_id] = None
 
     def _remember(self, row_id: int) -> None:
         self.sent[row_id] = None
         if len(self.sent) > MAX_REMEMBERED_IDS:
             del self.sent[next(iter(self.sent))]
-
-    async def _send_request(self, path: str, body: bytes | None) -> int:
-        request_id = secrets.randbits(63) or 1
-        frame = WebSocketMessage(type=WebSocketMessage.REQUEST)
-        frame.request.verb = "PUT"
-        frame.request.path = path
-        frame.request.id = request_id
-        frame.request.headers.append(f"X-Signal-Timestamp:{now_ms()}")
-        if body is not None:
-            frame.request.body = body
-        await self.send(bytes_data=frame.SerializeToString())
-        return request_id
 
     def _acknowledged(self, request_id: int, status: int) -> None:
         if not self.delivering or request_id not in self.pending:

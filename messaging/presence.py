@@ -1,4 +1,5 @@
-"""Which devices hold a delivery socket right now, and on which channel (spec §4.5, §4.10).
+"""Which devices hold a delivery socket right now, and on which channel (spec §4.5, §4.10); the
+same registry maps provisioning addresses to their sockets (spec §2.6).
 
 `group_send` cannot tell whether anyone listened, so presence is explicit: one key per device
 holding the channel name of its delivery socket, with a TTL the socket refreshes while it lives.
@@ -40,7 +41,26 @@ def presence_key(aci, device_id: int) -> str:
     return f"presence:{aci}:{device_id}"
 
 
-class RedisPresence:
+class _DevicePresence:
+    """Device presence on top of the key primitives every backend implements."""
+
+    async def claim(self, aci, device_id: int, channel: str) -> str | None:
+        """Make `channel` the device's delivery socket; returns the channel it displaced, if any."""
+        return await self.claim_key(presence_key(aci, device_id), channel, PRESENCE_TTL_SECONDS)
+
+    async def refresh(self, aci, device_id: int, channel: str) -> bool:
+        """Keep the claim alive; False when another socket has taken the device over."""
+        return await self.refresh_key(presence_key(aci, device_id), channel, PRESENCE_TTL_SECONDS)
+
+    async def release(self, aci, device_id: int, channel: str) -> None:
+        await self.release_key(presence_key(aci, device_id), channel)
+
+    def lookup(self, devices: list[tuple[object, int]]) -> list[str | None]:
+        """The delivery channel of each (aci, device id), None for an absent device; one round trip."""
+        return self.lookup_keys([presence_key(aci, device_id) for aci, device_id in devices])
+
+
+class RedisPresence(_DevicePresence):
     def __init__(self, url: str):
         import redis
         import redis.asyncio
@@ -61,28 +81,23 @@ class RedisPresence:
             client = self._async_clients[loop_id] = redis.asyncio.Redis.from_url(self._url)
         return client
 
-    async def claim(self, aci, device_id: int, channel: str) -> str | None:
-        """Make `channel` the device's delivery socket; returns the channel it displaced, if any."""
-        previous = await self._async().set(presence_key(aci, device_id), channel, ex=PRESENCE_TTL_SECONDS, get=True)
+    async def claim_key(self, key: str, channel: str, ttl: int) -> str | None:
+        previous = await self._async().set(key, channel, ex=ttl, get=True)
         return previous.decode() if previous else None
 
-    async def refresh(self, aci, device_id: int, channel: str) -> bool:
-        """Keep the claim alive; False when another socket has taken the device over."""
-        client = self._async()
-        return bool(await client.eval(_REFRESH, 1, presence_key(aci, device_id), channel, PRESENCE_TTL_SECONDS))
+    async def refresh_key(self, key: str, channel: str, ttl: int) -> bool:
+        return bool(await self._async().eval(_REFRESH, 1, key, channel, ttl))
 
-    async def release(self, aci, device_id: int, channel: str) -> None:
-        await self._async().eval(_RELEASE, 1, presence_key(aci, device_id), channel)
+    async def release_key(self, key: str, channel: str) -> None:
+        await self._async().eval(_RELEASE, 1, key, channel)
 
-    def lookup(self, devices: list[tuple[object, int]]) -> list[str | None]:
-        """The delivery channel of each (aci, device id), None for an absent device; one round trip."""
-        if not devices:
+    def lookup_keys(self, keys: list[str]) -> list[str | None]:
+        if not keys:
             return []
-        values = self._sync.mget([presence_key(aci, device_id) for aci, device_id in devices])
-        return [value.decode() if value else None for value in values]
+        return [value.decode() if value else None for value in self._sync.mget(keys)]
 
 
-class LocalPresence:
+class LocalPresence(_DevicePresence):
     def __init__(self):
         self._lock = threading.Lock()
         self._channels: dict[str, tuple[str, float]] = {}
@@ -93,30 +108,27 @@ class LocalPresence:
             return None
         return entry[0]
 
-    async def claim(self, aci, device_id: int, channel: str) -> str | None:
-        key = presence_key(aci, device_id)
+    async def claim_key(self, key: str, channel: str, ttl: int) -> str | None:
         with self._lock:
             previous = self._live(key)
-            self._channels[key] = (channel, time.monotonic() + PRESENCE_TTL_SECONDS)
+            self._channels[key] = (channel, time.monotonic() + ttl)
         return previous
 
-    async def refresh(self, aci, device_id: int, channel: str) -> bool:
-        key = presence_key(aci, device_id)
+    async def refresh_key(self, key: str, channel: str, ttl: int) -> bool:
         with self._lock:
             if self._live(key) != channel:
                 return False
-            self._channels[key] = (channel, time.monotonic() + PRESENCE_TTL_SECONDS)
+            self._channels[key] = (channel, time.monotonic() + ttl)
             return True
 
-    async def release(self, aci, device_id: int, channel: str) -> None:
-        key = presence_key(aci, device_id)
+    async def release_key(self, key: str, channel: str) -> None:
         with self._lock:
             if self._live(key) == channel:
                 del self._channels[key]
 
-    def lookup(self, devices: list[tuple[object, int]]) -> list[str | None]:
+    def lookup_keys(self, keys: list[str]) -> list[str | None]:
         with self._lock:
-            return [self._live(presence_key(aci, device_id)) for aci, device_id in devices]
+            return [self._live(key) for key in keys]
 
 
 @cache

@@ -45,3 +45,16 @@ def test_admin_delete_goes_through_the_account_service(operator_client):
     )
     assert response.status_code == 302
     assert not Account.objects.filter(aci=device.account.aci).exists()
+
+
+@pytest.mark.django_db
+def test_admin_shows_each_devices_created_and_last_seen_day_capabilities_and_platform(operator_client):
+    primary = DeviceFactory(apn_id="apns-token", capabilities=["spqr", "storage"])
+    DeviceFactory(account=primary.account, device_id=2, gcm_id="fcm-token")
+    DeviceFactory(account=primary.account, device_id=3, fetches_messages=True)
+
+    page = operator_client.get(f"/admin/accounts/account/{primary.account.aci}/change/").content.decode()
+
+    for text in ("APNs", "FCM", "socket only", "spqr", "storage", "Created", "Last seen"):
+        assert text in page
+    assert "apns-token" not in page and "fcm-token" not in page

@@ -1,0 +1,175 @@
+"""Linked devices (spec §2.5): link tokens, linking a new device, listing and removing devices."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import timedelta
+
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from accounts.models import MAX_DEVICES, PRIMARY_DEVICE_ID, Account, Device, UsedLinkToken
+from accounts.registration import MIN_PASSWORD_LENGTH, REQUIRED_CAPABILITIES
+from accounts.services import disconnect_devices
+from keys.models import Identity, IdentityKey
+from keys.services import SignedPreKeyData, store_repeated_use_keys, verify_signed_prekeys
+from signalserver.auth import MAX_CREDENTIAL_LENGTH, SaltedTokenHash
+from signalserver.errors import Conflict, DomainError, Forbidden, Unauthorized, UnprocessableEntity
+from signalserver.wire import b64encode_url
+
+LINK_TOKEN_LIFETIME = timedelta(minutes=10)
+# Capabilities an account keeps once every device has them: a new device may not lack them.
+DOWNGRADE_PREVENTED = ("spqr", "usernameChangeSyncMessage")
+
+
+class DeviceLimitExceeded(DomainError):
+    status = 411
+    message = "Too many devices"
+
+    def __init__(self, current: int):
+        super().__init__(body={"current": current, "max": MAX_DEVICES})
+
+
+@dataclass(frozen=True, slots=True)
+class LinkToken:
+    verification_code: str
+    token_identifier: str
+
+
+def _token_key() -> bytes:
+    return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=b"signalserver link-device token").derive(
+        settings.SECRET_KEY.encode()
+    )
+
+
+def token_identifier(verification_code: str) -> str:
+    return b64encode_url(hashlib.sha256(verification_code.encode()).digest(), padded=False)
+
+
+def issue_link_token(*, account: Account, device: Device) -> LinkToken:
+    """`GET /v1/devices/provisioning/code`: a single-use token, valid 10 minutes, for the primary."""
+    if device.device_id != PRIMARY_DEVICE_ID:
+        raise Unauthorized("only the primary device links devices")
+    count = Device.objects.filter(account=account).count()
+    if count >= MAX_DEVICES:
+        raise DeviceLimitExceeded(count)
+    claims = f"{account.aci}.{time.time_ns() // 1_000_000}"
+    mac = hmac.new(_token_key(), claims.encode(), hashlib.sha256).digest()
+    code = f"{claims}:{b64encode_url(mac, padded=False)}"
+    return LinkToken(verification_code=code, token_identifier=token_identifier(code))
+
+
+def _account_for_token(code: str) -> Account:
+    """The account a valid, unexpired link token was issued for; 403 otherwise."""
+    claims, _, mac = code.rpartition(":")
+    aci_text, _, issued_text = claims.rpartition(".")
+    expected = b64encode_url(hmac.new(_token_key(), claims.encode(), hashlib.sha256).digest(), padded=False)
+    if not hmac.compare_digest(mac.encode(), expected.encode()) or not issued_text.isdigit():
+        raise Forbidden("invalid link token")
+    issued_ms = int(issued_text)
+    if not 0 <= time.time_ns() // 1_000_000 - issued_ms <= LINK_TOKEN_LIFETIME // timedelta(milliseconds=1):
+        raise Forbidden("link token expired")
+    account = Account.objects.select_for_update(no_key=True).filter(aci=uuid.UUID(aci_text)).first()
+    if account is None:
+        raise Forbidden("the account no longer exists")
+    return account
+
+
+@transaction.atomic
+def link_device(
+    *,
+    verification_code: str,
+    password: str,
+    attributes: dict,
+    aci_signed_prekey: SignedPreKeyData,
+    pni_signed_prekey: SignedPreKeyData | None,
+    aci_pq_last_resort_prekey: SignedPreKeyData,
+    pni_pq_last_resort_prekey: SignedPreKeyData | None,
+    apn_token: str | None,
+    gcm_token: str | None,
+) -> Device:
+    """`PUT /v1/devices/link`: add a device to the account the token names, with the next free id."""
+    account = _account_for_token(verification_code)
+    try:
+        with transaction.atomic():
+            UsedLinkToken.objects.create(
+                identifier=token_identifier(verification_code), expires_at=timezone.now() + LINK_TOKEN_LIFETIME
+            )
+    except IntegrityError:
+        raise Forbidden("link token already used") from None
+    if not MIN_PASSWORD_LENGTH <= len(password) <= MAX_CREDENTIAL_LENGTH:
+        raise UnprocessableEntity(f"the password must be {MIN_PASSWORD_LENGTH} to {MAX_CREDENTIAL_LENGTH} characters")
+    capabilities = attributes["capabilities"]
+    if account.number is None and "optionalPhoneNumber" not in capabilities:
+        raise Conflict("a device linked to an account without a number needs optionalPhoneNumber")
+
+    identity_keys = dict(IdentityKey.objects.filter(account=account).values_list("identity", "public_key"))
+    has_pni = account.pni is not None
+    if has_pni != (pni_signed_prekey is not None and pni_pq_last_resort_prekey is not None):
+        raise UnprocessableEntity("PNI prekeys are required exactly when the account has a PNI")
+    if has_pni and attributes["pniRegistrationId"] is None:
+        raise UnprocessableEntity("pniRegistrationId is required for an account with a PNI")
+    verify_signed_prekeys(bytes(identity_keys.get(Identity.ACI, b"")), [aci_signed_prekey, aci_pq_last_resort_prekey])
+    if has_pni:
+        verify_signed_prekeys(bytes(identity_keys.get(Identity.PNI, b"")), [pni_signed_prekey, pni_pq_last_resort_prekey])
+
+    devices = list(Device.objects.filter(account=account))
+    if len(devices) >= MAX_DEVICES:
+        raise DeviceLimitExceeded(len(devices))
+    if any(name not in capabilities for name in REQUIRED_CAPABILITIES):
+        raise Conflict("a required capability is missing")
+    for name in DOWNGRADE_PREVENTED:
+        if devices and all(name in device.capabilities for device in devices) and name not in capabilities:
+            raise Conflict(f"linking this device would downgrade {name}")
+
+    used = {device.device_id for device in devices}
+    device_id = next(candidate for candidate in range(2, MAX_DEVICES + 2) if candidate not in used)
+    credentials = SaltedTokenHash.generate(password)
+    device = Device.objects.create(
+        account=account,
+        device_id=device_id,
+        auth_token_hash=credentials.hash,
+        auth_salt=credentials.salt,
+        registration_id=attributes["registrationId"],
+        pni_registration_id=attributes["pniRegistrationId"],
+        name=attributes["name"],
+        fetches_messages=attributes["fetchesMessages"],
+        capabilities=capabilities,
+        apn_id=apn_token or "",
+        gcm_id=gcm_token or "",
+        last_seen=timezone.now().date(),
+    )
+    store_repeated_use_keys(
+        device=device, identity=Identity.ACI, signed_prekey=aci_signed_prekey, last_resort_key=aci_pq_last_resort_prekey
+    )
+    if has_pni:
+        store_repeated_use_keys(
+            device=device, identity=Identity.PNI, signed_prekey=pni_signed_prekey, last_resort_key=pni_pq_last_resort_prekey
+        )
+    return device
+
+
+@transaction.atomic
+def remove_device(*, account: Account, caller: Device, device_id: int) -> None:
+    """`DELETE /v1/devices/{id}`: the primary removes any linked device, a linked device itself.
+
+    The device's keys and queue go with its row (cascade); its sockets close with 4401.
+    """
+    if device_id == PRIMARY_DEVICE_ID:
+        raise Forbidden("the primary device cannot be removed")
+    if caller.device_id != PRIMARY_DEVICE_ID and caller.device_id != device_id:
+        raise Unauthorized("a linked device may only remove itself")
+    deleted, _ = Device.objects.filter(account=account, device_id=device_id).delete()
+    if deleted:
+        disconnect_devices(aci=account.aci, device_ids=[device_id])
+
+
+def purge_used_link_tokens() -> None:
+    UsedLinkToken.objects.filter(expires_at__lt=timezone.now()).delete()

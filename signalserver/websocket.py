@@ -1,0 +1,113 @@
+"""What every Signal WebSocket shares (spec §4.7): WebSocketMessage framing, close codes for bad
+frames, server-initiated requests and responses to client requests."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import time
+
+from channels.generic.websocket import AsyncWebsocketConsumer
+from django.conf import settings
+from google.protobuf.message import DecodeError
+
+from signalserver.proto.websocket_pb2 import WebSocketMessage
+from signalserver.tunnel import reason_phrase
+
+CLOSE_NORMAL = 1000
+CLOSE_BAD_FRAME = 1007
+CLOSE_TOO_LARGE = 1009
+CLOSE_SERVER_ERROR = 1011
+
+
+def timestamp_header() -> str:
+    return f"X-Signal-Timestamp:{time.time_ns() // 1_000_000}"
+
+
+class FramedConsumer(AsyncWebsocketConsumer):
+    """Parses frames, answers client requests through `handle_request`, passes client responses
+    to `handle_response`; subclasses keep their tasks in `self.tasks` so a close cancels them."""
+
+    async def websocket_connect(self, message):
+        self.tasks: set[asyncio.Task] = set()
+        self.closed = False
+        self.last_frame = time.monotonic()
+        self.upgrade_headers = {
+            name.decode("latin-1").lower(): value.decode("latin-1") for name, value in self.scope["headers"]
+        }
+        await super().websocket_connect(message)
+
+    async def accept_with_timestamp(self):
+        await self.accept(headers=[(b"x-signal-timestamp", timestamp_header().split(":", 1)[1].encode())])
+
+    def spawn(self, coroutine) -> None:
+        task = asyncio.ensure_future(coroutine)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    async def websocket_disconnect(self, message):
+        self.closed = True
+        for task in list(self.tasks):
+            task.cancel()
+        await super().websocket_disconnect(message)
+
+    async def receive(self, text_data=None, bytes_data=None):
+        if bytes_data is None:
+            return  # text frames are ignored
+        self.last_frame = time.monotonic()
+        if len(bytes_data) > settings.WEBSOCKET_MAX_FRAME_BYTES:
+            await self.close(code=CLOSE_TOO_LARGE)
+            return
+        frame = WebSocketMessage()
+        try:
+            frame.ParseFromString(bytes_data)
+        except DecodeError:
+            frame.type = WebSocketMessage.UNKNOWN
+        if frame.type == WebSocketMessage.REQUEST:
+            self.spawn(self._answer(frame.request))
+        elif frame.type == WebSocketMessage.RESPONSE:
+            await self.handle_response(frame.response)
+        else:
+            await self.close(code=CLOSE_BAD_FRAME)
+
+    async def _answer(self, request) -> None:
+        status, body, headers = await self.handle_request(request)
+        if not request.HasField("id") or self.closed:
+            return
+        frame = WebSocketMessage(type=WebSocketMessage.RESPONSE)
+        response = frame.response
+        response.id = request.id
+        response.status = status
+        response.message = reason_phrase(status)
+        response.headers.extend(headers)
+        response.headers.append(timestamp_header())
+        if body:
+            response.body = body
+        await self.send(bytes_data=frame.SerializeToString())
+
+    async def handle_request(self, request) -> tuple[int, bytes, tuple[str, ...]]:
+        raise NotImplementedError
+
+    async def handle_response(self, response) -> None:
+        """A client's answer to one of our requests; unknown ids are ignored."""
+
+    async def send_request(self, path: str, body: bytes | None) -> int:
+        """Send a server-initiated `PUT path` request; returns its id."""
+        request_id = secrets.randbits(63) or 1
+        frame = WebSocketMessage(type=WebSocketMessage.REQUEST)
+        frame.request.verb = "PUT"
+        frame.request.path = path
+        frame.request.id = request_id
+        frame.request.headers.append(timestamp_header())
+        if body is not None:
+            frame.request.body = body
+        await self.send(bytes_data=frame.SerializeToString())
+        return request_id
+
+    async def close_after_idle(self, idle_seconds: float, check_every: float) -> None:
+        """Close (1000) once no frame has arrived for `idle_seconds`."""
+        while True:
+            await asyncio.sleep(check_every)
+            if time.monotonic() - self.last_frame > idle_seconds:
+                await self.close(code=CLOSE_NORMAL)
+                return
