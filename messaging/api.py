@@ -11,6 +11,7 @@ import uuid
 
 from messaging.certificates import issue_sender_certificate
 from messaging.multi_recipient import MAX_BODY_BYTES, parse_multi_recipient
+from messaging.reports import report_spam
 from messaging.services import (
     ContentTooLarge,
     OutgoingMessage,
@@ -110,6 +111,24 @@ def _anonymous_access(call: Call, *, story: bool, uses_credentials: bool = True)
     if key is None:
         raise Unauthorized()
     return key
+
+
+def report_spam_message(call: Call, source: str, guid: str) -> tuple[int, None]:
+    """POST /v1/messages/report/{source}/{messageGuid} (spec §4.9): always 202, no oracle."""
+    if call.principal is None:
+        raise Unauthorized()
+    token = None
+    if call.body:
+        data = _json_object(call.body)
+        text = data.get("token")
+        if text is not None and not isinstance(text, str):
+            raise UnprocessableEntity("token must be base64")
+        try:
+            token = b64decode(text) if text else None
+        except ValueError:
+            raise UnprocessableEntity("token must be base64") from None
+    report_spam(reporter_aci=call.principal.account.aci, source=source, message_guid=guid, token=token)
+    return 202, None
 
 
 def get_messages(call: Call) -> tuple[int, dict]:

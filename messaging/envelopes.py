@@ -41,6 +41,7 @@ def build_envelope(
     story: bool = False,
     source: ServiceId | None = None,
     source_device: int | None = None,
+    report_spam_token: bytes | None = None,
 ) -> bytes:
     """A serialized Envelope as a client receives it (never with the internal `ephemeral` field)."""
     envelope = Envelope(
@@ -61,6 +62,8 @@ def build_envelope(
         envelope.source_service_id = service_id_bytes(source)
         envelope.source_service_id_text = str(source)
         envelope.source_device = source_device
+    if report_spam_token:
+        envelope.report_spam_token = report_spam_token
     return envelope.SerializeToString()
 
 

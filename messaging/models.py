@@ -52,3 +52,30 @@ class ServerCertificate(models.Model):
 
     def __str__(self):
         return f"server certificate {self.key_id}"
+
+
+class SpamReport(models.Model):
+    """A recipient's report that a message was spam (spec §4.9), kept for moderators.
+
+    Only reports whose token proves the message really came from `source_aci` are stored, so
+    nobody can pile reports onto an account they never heard from.
+    """
+
+    class Status(models.TextChoices):
+        OPEN = "open"
+        DISMISSED = "dismissed"
+        ACTIONED = "actioned"
+
+    source_aci = models.UUIDField(db_index=True)
+    reporter_aci = models.UUIDField()
+    message_guid = models.UUIDField()
+    created = models.DateTimeField(auto_now_add=True)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.OPEN)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["reporter_aci", "message_guid"], name="one_report_per_message_and_reporter")
+        ]
+
+    def __str__(self):
+        return f"report on {self.source_aci}"

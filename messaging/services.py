@@ -32,6 +32,7 @@ from messaging.envelopes import (
 )
 from messaging.models import QueuedMessage
 from messaging.multi_recipient import MultiRecipientMessage
+from messaging.reports import report_token
 from messaging.presence import get_presence
 from push.services import request_push
 from signalserver.errors import (
@@ -298,6 +299,7 @@ def _delivery(
         story=story,
         source=source,
         source_device=source_device,
+        report_spam_token=report_token(guid, source.uuid) if source is not None else None,
     )
     return Delivery(
         device_pk=device[0],

@@ -182,6 +182,20 @@ class DeliveryCertificateView(APIView):
         return _render(api.get_delivery_certificate(Call.from_drf(request)))
 
 
+class ReportSpamView(APIView):
+    parser_classes: list = []
+
+    @extend_schema(
+        tags=["messaging"],
+        summary="Report a received message as spam",
+        description="Always 202. The report counts only when `token` is the envelope's `reportSpamToken`.",
+        request={"application/json": {"type": "object", "properties": {"token": {"type": "string", "format": "byte"}}}},
+        responses={202: OpenApiResponse(description="Accepted"), 401: UNAUTHORIZED, 422: OpenApiResponse(description="Malformed token")},
+    )
+    def post(self, request, source, guid):
+        return _render(api.report_spam_message(Call.from_drf(request), source, guid))
+
+
 _messages_view = MessagesView.as_view()
 
 
