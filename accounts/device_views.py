@@ -2,7 +2,7 @@
 
 from datetime import UTC, datetime, time
 
-from asgiref.sync import async_to_sync
+from asgiref.sync import async_to_sync, sync_to_async
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import serializers
@@ -18,6 +18,7 @@ from keys.serializers import ECSignedPreKeySerializer, KEMSignedPreKeySerializer
 from signalserver.auth import parse_basic_header
 from signalserver.errors import BadRequest, NotFound, Unauthorized, UnprocessableEntity
 from signalserver.fields import Base64Field
+from signalserver.waiting import request_principal, wait_for_group_event
 from signalserver.wire import b64decode, b64encode
 
 NO_CONTENT = OpenApiResponse(description="Done")
@@ -196,3 +197,58 @@ class ProvisioningView(APIView):
         if not async_to_sync(deliver_provisioning_message)(destination, envelope):
             raise NotFound()
         return Response(status=204)
+
+
+MAX_LINK_WAIT_SECONDS = 3600
+
+
+def _link_wait_parameters(identifier: str, timeout: str | None) -> int:
+    """The wait in seconds; BadRequest for an identifier or timeout out of range (spec §2.5)."""
+    if not 32 <= len(identifier) <= 64:
+        raise BadRequest("tokenIdentifier must be 32 to 64 characters")
+    if timeout is None:
+        return 30
+    if not timeout.isdigit() or not 1 <= int(timeout) <= MAX_LINK_WAIT_SECONDS:
+        raise BadRequest("timeout must be 1 to 3600 seconds")
+    return int(timeout)
+
+
+class LinkedDeviceView(APIView):
+    @extend_schema(
+        tags=["devices"],
+        summary="Wait until a device has been linked with a token from provisioning/code",
+        parameters=[OpenApiParameter("timeout", OpenApiTypes.INT, OpenApiParameter.QUERY, description="seconds, 1..3600 (default 30)")],
+        responses={
+            200: DeviceInfoSerializer,
+            204: OpenApiResponse(description="Nothing linked within the timeout: call again"),
+            400: OpenApiResponse(description="Identifier or timeout out of range"),
+            401: UNAUTHORIZED,
+        },
+    )
+    def get(self, request, identifier: str):
+        _link_wait_parameters(identifier, request.query_params.get("timeout"))
+        device = devices.get_linked_device(account=request.auth.account, identifier=identifier)
+        return Response(device_info(device)) if device else Response(status=204)
+
+
+_linked_device_view = LinkedDeviceView.as_view()
+
+
+async def wait_for_linked_device_endpoint(request, identifier: str):
+    """The wait happens here on the event loop; the DRF view above then answers."""
+    principal = await sync_to_async(request_principal)(request)
+    try:
+        seconds = _link_wait_parameters(identifier, request.GET.get("timeout"))
+    except BadRequest:
+        principal = None  # the view answers 400
+    if principal is not None:
+        await wait_for_group_event(
+            devices.linked_device_group(identifier),
+            lambda: devices.get_linked_device(account=principal.account, identifier=identifier) is not None,
+            seconds,
+        )
+    return await sync_to_async(_linked_device_view)(request, identifier=identifier)
+
+
+wait_for_linked_device_endpoint.cls = LinkedDeviceView  # documented as the DRF view
+wait_for_linked_device_endpoint.initkwargs = {}

@@ -9,6 +9,8 @@ import uuid
 from dataclasses import dataclass
 from datetime import timedelta
 
+from asgiref.sync import async_to_sync
+from channels.layers import get_channel_layer
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from django.conf import settings
@@ -25,6 +27,8 @@ from signalserver.errors import Conflict, DomainError, Forbidden, Unauthorized, 
 from signalserver.wire import b64encode_url
 
 LINK_TOKEN_LIFETIME = timedelta(minutes=10)
+# How long the primary can learn which device used its token (wait_for_linked_device).
+LINKED_DEVICE_NOTICE_LIFETIME = timedelta(hours=1)
 # Capabilities an account keeps once every device has them: a new device may not lack them.
 DOWNGRADE_PREVENTED = ("spqr", "usernameChangeSyncMessage")
 
@@ -97,10 +101,11 @@ def link_device(
 ) -> Device:
     """`PUT /v1/devices/link`: add a device to the account the token names, with the next free id."""
     account = _account_for_token(verification_code)
+    identifier = token_identifier(verification_code)
     try:
         with transaction.atomic():
-            UsedLinkToken.objects.create(
-                identifier=token_identifier(verification_code), expires_at=timezone.now() + LINK_TOKEN_LIFETIME
+            used = UsedLinkToken.objects.create(
+                identifier=identifier, expires_at=timezone.now() + LINKED_DEVICE_NOTICE_LIFETIME
             )
     except IntegrityError:
         raise Forbidden("link token already used") from None
@@ -129,8 +134,8 @@ def link_device(
         if devices and all(name in device.capabilities for device in devices) and name not in capabilities:
             raise Conflict(f"linking this device would downgrade {name}")
 
-    used = {device.device_id for device in devices}
-    device_id = next(candidate for candidate in range(2, MAX_DEVICES + 2) if candidate not in used)
+    taken = {device.device_id for device in devices}
+    device_id = next(candidate for candidate in range(2, MAX_DEVICES + 2) if candidate not in taken)
     credentials = SaltedTokenHash.generate(password)
     device = Device.objects.create(
         account=account,
@@ -153,7 +158,29 @@ def link_device(
         store_repeated_use_keys(
             device=device, identity=Identity.PNI, signed_prekey=pni_signed_prekey, last_resort_key=pni_pq_last_resort_prekey
         )
+    used.device = device
+    used.save(update_fields=["device"])
+    transaction.on_commit(lambda: _announce_linked_device(identifier))
     return device
+
+
+def linked_device_group(identifier: str) -> str:
+    return f"linked.{identifier}"
+
+
+def _announce_linked_device(identifier: str) -> None:
+    layer = get_channel_layer()
+    async_to_sync(layer.group_send)(linked_device_group(identifier), {"type": "device.linked"})
+
+
+def get_linked_device(*, account: Account, identifier: str) -> Device | None:
+    """The device of `account` linked with the token `identifier` within the last hour, if any."""
+    used = (
+        UsedLinkToken.objects.select_related("device")
+        .filter(identifier=identifier, expires_at__gt=timezone.now(), device__account=account)
+        .first()
+    )
+    return used.device if used else None
 
 
 @transaction.atomic

@@ -127,3 +127,5 @@ class UsedLinkToken(models.Model):
 
     identifier = models.CharField(max_length=64, primary_key=True)  # b64url(SHA-256(token))
     expires_at = models.DateTimeField(db_index=True)
+    # The device linked with it, for `wait_for_linked_device` (spec §2.5).
+    device = models.ForeignKey(Device, on_delete=models.CASCADE, null=True, blank=True, related_name="+")

@@ -10,6 +10,7 @@ urlpatterns: list = [
     path("v1/devices", device_views.DevicesView.as_view()),
     path("v1/devices/provisioning/code", device_views.ProvisioningCodeView.as_view()),
     path("v1/devices/link", device_views.LinkDeviceView.as_view()),
+    path("v1/devices/wait_for_linked_device/<str:identifier>", device_views.wait_for_linked_device_endpoint),
     path("v1/devices/<int:device_id>", device_views.DeviceView.as_view()),
     path("v1/provisioning/<str:destination>", device_views.ProvisioningView.as_view()),
     path("v1/accounts/whoami", views.WhoAmIView.as_view()),

@@ -3,11 +3,7 @@ WebSocket tunnel), and the long-polling entry of GET /v1/messages."""
 
 from __future__ import annotations
 
-import asyncio
-
 from asgiref.sync import sync_to_async
-from channels.db import database_sync_to_async
-from channels.layers import get_channel_layer
 from django.http import JsonResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
@@ -18,8 +14,8 @@ from rest_framework.views import APIView
 from accounts.services import device_group
 from messaging import api
 from messaging.services import has_queued
-from signalserver.auth import TUNNEL_PRINCIPAL, InvalidCredentials, authenticate_authorization
 from signalserver.tunnel import Call
+from signalserver.waiting import request_principal, wait_for_group_event
 
 MAX_WAIT_SECONDS = 30
 UNAUTHORIZED = OpenApiResponse(description="Missing or wrong credentials")
@@ -206,7 +202,7 @@ async def messages_endpoint(request):
     if request.method == "GET" and wait is not None:
         if not wait.isdigit() or not 0 < int(wait) <= MAX_WAIT_SECONDS:
             return JsonResponse({"code": 422, "message": "wait must be 1 to 30 seconds"}, status=422)
-        principal = await database_sync_to_async(_principal)(request)
+        principal = await sync_to_async(request_principal)(request)
         if principal is not None:
             await wait_for_messages(principal, int(wait))
     return await sync_to_async(_messages_view)(request)
@@ -217,29 +213,10 @@ messages_endpoint.cls = MessagesView
 messages_endpoint.initkwargs = {}
 
 
-def _principal(request):
-    tunnelled = getattr(request, TUNNEL_PRINCIPAL, False)
-    if tunnelled is not False:
-        return tunnelled
-    try:
-        return authenticate_authorization(request.headers.get("Authorization"))
-    except InvalidCredentials:
-        return None  # the DRF view answers 401
-
-
 async def wait_for_messages(principal, seconds: int) -> None:
     """Return once the device has a queued message, or after `seconds`."""
-    layer = get_channel_layer()
-    channel = await layer.new_channel()
-    group = device_group(principal.account.aci, principal.device.device_id)
-    await layer.group_add(group, channel)
-    try:
-        if await database_sync_to_async(has_queued)(device_pk=principal.device.pk):
-            return
-        try:
-            await asyncio.wait_for(layer.receive(channel), timeout=seconds)
-        except TimeoutError:
-            pass
-    finally:
-        await layer.group_discard(group, channel)
-
+    await wait_for_group_event(
+        device_group(principal.account.aci, principal.device.device_id),
+        lambda: has_queued(device_pk=principal.device.pk),
+        seconds,
+    )

@@ -310,3 +310,60 @@ def test_who_may_remove_which_device(alice):
     assert alice.client(third).delete("/v1/devices/3").status_code == 204
     assert alice.client().delete("/v1/devices/2").status_code == 204
     assert list(Device.objects.filter(account=alice.account).values_list("device_id", flat=True)) == [1]
+
+
+# --- Waiting for the linked device --------------------------------------------------------------
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_the_primary_learns_which_device_used_its_token_as_soon_as_it_links():
+    import asyncio
+
+    from django.test import AsyncClient
+
+    alice = await sync_to_async(Account)()
+    token = (await sync_to_async(alice.client().get)("/v1/devices/provisioning/code")).json()
+    path = f"/v1/devices/wait_for_linked_device/{token['tokenIdentifier']}"
+    headers = {"Authorization": device_auth(alice.primary)}
+    wait = asyncio.ensure_future(AsyncClient().get(path, {"timeout": "10"}, headers=headers))
+    await asyncio.sleep(0.3)
+    assert not wait.done()
+
+    started = time.monotonic()
+    assert (await sync_to_async(alice.link)(token["verificationCode"])).status_code == 200
+    response = await asyncio.wait_for(wait, timeout=5)
+
+    assert time.monotonic() - started < 2
+    assert response.status_code == 200
+    assert response.json()["id"] == 2 and response.json()["registrationId"] == 777
+    later = await AsyncClient().get(path, {"timeout": "1"}, headers=headers)
+    assert later.status_code == 200  # still known for an hour
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_waiting_for_a_token_nobody_used_answers_204_after_the_timeout():
+    from django.test import AsyncClient
+
+    alice = await sync_to_async(Account)()
+    headers = {"Authorization": device_auth(alice.primary)}
+    started = time.monotonic()
+
+    response = await AsyncClient().get(f"/v1/devices/wait_for_linked_device/{'a' * 43}", {"timeout": "1"}, headers=headers)
+
+    assert response.status_code == 204
+    assert 0.9 < time.monotonic() - started < 3
+    assert (await AsyncClient().get("/v1/devices/wait_for_linked_device/short", headers=headers)).status_code == 400
+    bad_timeout = await AsyncClient().get(f"/v1/devices/wait_for_linked_device/{'a' * 43}", {"timeout": "0"}, headers=headers)
+    assert bad_timeout.status_code == 400
+    assert (await AsyncClient().get(f"/v1/devices/wait_for_linked_device/{'a' * 43}")).status_code == 401
+
+
+@pytest.mark.django_db
+def test_another_accounts_token_identifier_reveals_nothing(alice):
+    token = alice.client().get("/v1/devices/provisioning/code").json()
+    alice.link(token["verificationCode"])
+    mallory = Account()
+
+    response = mallory.client().get(f"/v1/devices/wait_for_linked_device/{token['tokenIdentifier']}?timeout=1")
+
+    assert response.status_code == 204
