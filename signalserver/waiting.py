@@ -8,10 +8,9 @@ database once, and only then sleeps: an event that landed before it joined is no
 from __future__ import annotations
 
 import asyncio
-
-from asgiref.sync import sync_to_async
 from collections.abc import Callable
 
+from asgiref.sync import sync_to_async
 from channels.layers import get_channel_layer
 
 from signalserver.auth import TUNNEL_PRINCIPAL, InvalidCredentials, authenticate_authorization
