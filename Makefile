@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: run test bench proto migrate superuser check clean
+.PHONY: run serve test bench proto migrate superuser check clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,13 @@ run: $(VENV)/.runtime
 	@echo "Admin: http://$(HOST):$(PORT)/admin/  (create an operator: $(BIN)/python manage.py createsuperuser)"
 	@echo
 	$(BIN)/python manage.py runserver $(HOST):$(PORT)
+
+## serve: the production process model (Procfile: granian web workers, Celery worker and beat)
+## on PostgreSQL and Redis; needs DATABASE_URL and REDIS_URL (see .env.example, docs/deployment.md)
+serve: $(VENV)/.runtime
+	@test -n "$$DATABASE_URL" -a -n "$$REDIS_URL" || { echo "make serve needs DATABASE_URL and REDIS_URL (PostgreSQL and Redis); make run needs neither"; exit 2; }
+	$(BIN)/python manage.py migrate --noinput -v 0
+	$(BIN)/honcho start
 
 ## test: the whole suite on PostgreSQL and Redis (DATABASE_URL / REDIS_URL, default: local services)
 test: $(VENV)/.dev
