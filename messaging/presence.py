@@ -59,6 +59,9 @@ class _DevicePresence:
         """The delivery channel of each (aci, device id), None for an absent device; one round trip."""
         return self.lookup_keys([presence_key(aci, device_id) for aci, device_id in devices])
 
+    async def alookup(self, devices: list[tuple[object, int]]) -> list[str | None]:
+        return await self.alookup_keys([presence_key(aci, device_id) for aci, device_id in devices])
+
 
 class RedisPresence(_DevicePresence):
     def __init__(self, url: str):
@@ -96,6 +99,11 @@ class RedisPresence(_DevicePresence):
             return []
         return [value.decode() if value else None for value in self._sync.mget(keys)]
 
+    async def alookup_keys(self, keys: list[str]) -> list[str | None]:
+        if not keys:
+            return []
+        return [value.decode() if value else None for value in await self._async().mget(keys)]
+
 
 class LocalPresence(_DevicePresence):
     def __init__(self):
@@ -129,6 +137,9 @@ class LocalPresence(_DevicePresence):
     def lookup_keys(self, keys: list[str]) -> list[str | None]:
         with self._lock:
             return [self._live(key) for key in keys]
+
+    async def alookup_keys(self, keys: list[str]) -> list[str | None]:
+        return self.lookup_keys(keys)
 
 
 @cache

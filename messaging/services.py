@@ -13,14 +13,11 @@ import time
 import uuid
 from dataclasses import dataclass, field
 
-from asgiref.sync import async_to_sync
-from channels.layers import get_channel_layer
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
 
 from accounts.models import MAX_DEVICE_ID, Account, Device
 from accounts.selectors import has_unidentified_access
-from accounts.services import device_group
 from messaging.envelopes import (
     CLIENT_TYPES,
     SERVER_DELIVERY_RECEIPT,
@@ -32,9 +29,8 @@ from messaging.envelopes import (
 )
 from messaging.models import QueuedMessage
 from messaging.multi_recipient import MultiRecipientMessage
+from messaging.notify import notify_committed
 from messaging.reports import report_token
-from messaging.presence import get_presence
-from push.services import request_push
 from signalserver.errors import (
     BadRequest,
     Conflict,
@@ -52,8 +48,6 @@ MAX_CONTENT_BYTES = 96 * 1024  # per destination device (spec §4.1)
 MAX_TIMESTAMP = 8_640_000_000_000_000
 # An `online` (ephemeral) message is only for sockets open now, and stale after this (spec §4.3).
 EPHEMERAL_MAX_AGE_MS = 10_000
-# One channel-layer message per device carries at most this many rows; more wait in the table.
-MAX_ROWS_PER_NOTIFICATION = 64
 
 
 class MismatchedDevices(Conflict):
@@ -438,48 +432,7 @@ def deliver_envelopes(deliveries: list[Delivery]) -> None:
         )
         for delivery, row in zip(durable, rows, strict=True):
             delivery.row_id = row.pk
-    transaction.on_commit(lambda: _notify(deliveries))
-
-
-def _notify(deliveries: list[Delivery]) -> None:
-    by_device: dict[tuple[uuid.UUID, int], list[Delivery]] = {}
-    for delivery in deliveries:
-        by_device.setdefault((delivery.aci, delivery.device_id), []).append(delivery)
-    devices = list(by_device)
-    channels = get_presence().lookup(devices)
-    live: list[tuple[str, list[Delivery]]] = []
-    absent: list[tuple[uuid.UUID, int, list[Delivery]]] = []
-    for (aci, device_id), channel in zip(devices, channels, strict=True):
-        queued = by_device[(aci, device_id)]
-        if channel is not None:
-            live.append((channel, queued))
-        elif any(not delivery.ephemeral for delivery in queued):
-            absent.append((aci, device_id, queued))
-    if live or absent:
-        async_to_sync(_notify_channels)(live, absent)
-    for _, _, queued in absent:
-        durable = [delivery for delivery in queued if not delivery.ephemeral]
-        request_push(device_pk=durable[0].device_pk, urgent=any(delivery.urgent for delivery in durable))
-
-
-async def _notify_channels(live, absent) -> None:
-    layer = get_channel_layer()
-    for channel, queued in live:
-        for start in range(0, len(queued), MAX_ROWS_PER_NOTIFICATION):
-            batch = queued[start : start + MAX_ROWS_PER_NOTIFICATION]
-            await layer.send(
-                channel,
-                {
-                    "type": "queue.messages",
-                    "messages": [
-                        [delivery.row_id, delivery.envelope, delivery.story, delivery.ephemeral]
-                        for delivery in batch
-                    ],
-                },
-            )
-    # Long pollers (GET /v1/messages?wait=N) wait on the device group.
-    for aci, device_id, _ in absent:
-        await layer.group_send(device_group(aci, device_id), {"type": "queue.available"})
+    transaction.on_commit(lambda: notify_committed(deliveries))
 
 
 # --- Reading and acknowledging ------------------------------------------------------------------

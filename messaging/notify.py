@@ -1,0 +1,99 @@
+"""After commit: hand new envelopes to the devices' live sockets, or ask for pushes (DESIGN.md §4.3).
+
+Sends run in sync threads; the channel layer and Redis presence are asyncio. Waiting for them from
+the sending thread (async_to_sync) costs a thread hop per send and holds the thread — under ASGI
+the one thread every sync view and database call of the process shares. So a committed batch is
+queued onto the server's event loop and the thread moves on. One drain task per loop works through
+the queue in order, so deliveries to a device keep their commit order, and it batches whatever
+accumulated meanwhile into one presence lookup. The rows are durable already: a notification
+lost with a dying process only delays delivery until the device's next connection or push.
+
+Outside a server (tests, Celery workers, management commands) there is no event loop to hand over
+to, and the notification runs to completion before the call returns.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+
+from asgiref.sync import SyncToAsync, async_to_sync, sync_to_async
+from channels.layers import get_channel_layer
+
+from accounts.services import device_group
+from messaging.presence import get_presence
+from push.services import request_push
+
+logger = logging.getLogger(__name__)
+
+# One channel-layer message per device carries at most this many rows; the rest follow.
+MAX_ROWS_PER_NOTIFICATION = 64
+
+_pending: dict[asyncio.AbstractEventLoop, list] = {}
+
+
+def notify_committed(deliveries: list) -> None:
+    """Hand committed deliveries (messaging.services.Delivery) to sockets or pushes."""
+    loop = _server_loop()
+    if loop is None:
+        async_to_sync(_notify)(deliveries)
+    else:
+        loop.call_soon_threadsafe(_enqueue, loop, deliveries)
+
+
+def _server_loop() -> asyncio.AbstractEventLoop | None:
+    """The event loop of the server thread that handed this thread its work, if any."""
+    if getattr(SyncToAsync.threadlocal, "main_event_loop_pid", None) != os.getpid():
+        return None
+    loop = getattr(SyncToAsync.threadlocal, "main_event_loop", None)
+    return loop if loop is not None and loop.is_running() else None
+
+
+def _enqueue(loop: asyncio.AbstractEventLoop, deliveries: list) -> None:
+    batches = _pending.get(loop)
+    if batches is None:
+        batches = _pending[loop] = []
+        loop.create_task(_drain(loop))
+    batches.append(deliveries)
+
+
+async def _drain(loop: asyncio.AbstractEventLoop) -> None:
+    try:
+        while batches := _pending.get(loop):
+            _pending[loop] = []
+            try:
+                await _notify([delivery for batch in batches for delivery in batch])
+            except Exception:
+                logger.exception("notifying sockets failed; the devices get the messages on their next connection")
+    finally:
+        _pending.pop(loop, None)
+
+
+async def _notify(deliveries: list) -> None:
+    by_device: dict[tuple, list] = {}
+    for delivery in deliveries:
+        by_device.setdefault((delivery.aci, delivery.device_id), []).append(delivery)
+    devices = list(by_device)
+    channels = await get_presence().alookup(devices)
+    layer = get_channel_layer()
+    absent = []
+    for (aci, device_id), channel in zip(devices, channels, strict=True):
+        queued = by_device[(aci, device_id)]
+        if channel is not None:
+            for start in range(0, len(queued), MAX_ROWS_PER_NOTIFICATION):
+                rows = [
+                    [delivery.row_id, delivery.envelope, delivery.story, delivery.ephemeral]
+                    for delivery in queued[start : start + MAX_ROWS_PER_NOTIFICATION]
+                ]
+                await layer.send(channel, {"type": "queue.messages", "messages": rows})
+        else:
+            durable = [delivery for delivery in queued if not delivery.ephemeral]
+            if durable:  # ephemeral messages for absent devices are dropped, never pushed
+                absent.append(durable)
+                # Long pollers (GET /v1/messages?wait=N) wait on the device group.
+                await layer.group_send(device_group(aci, device_id), {"type": "queue.available"})
+    for durable in absent:
+        await sync_to_async(request_push, thread_sensitive=False)(
+            device_pk=durable[0].device_pk, urgent=any(delivery.urgent for delivery in durable)
+        )
