@@ -4,6 +4,7 @@ from django.contrib import admin
 
 from accounts import services
 from accounts.models import Account, Device
+from keys.selectors import key_summary
 
 
 class DeviceInline(admin.TabularInline):
@@ -16,12 +17,17 @@ class DeviceInline(admin.TabularInline):
         "capabilities",
         "user_agent",
         "platform",
+        "prekeys",
         "created",
         "last_seen",
     )
     extra = 0
     can_delete = False
     show_change_link = True
+
+    @admin.display(description="prekeys")
+    def prekeys(self, device):
+        return key_summary(device)
 
     @admin.display(description="platform")
     def platform(self, device):
@@ -104,10 +110,15 @@ class DeviceAdmin(admin.ModelAdmin):
         "fetches_messages",
         "capabilities",
         "user_agent",
+        "prekeys",
         "created",
         "last_seen",
     )
     list_select_related = ("account",)
+
+    @admin.display(description="prekeys")
+    def prekeys(self, device):
+        return key_summary(device)
 
     def has_add_permission(self, request):
         return False

@@ -5,7 +5,7 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from keys.models import EC_KEY_LENGTH, KEM_KEY_LENGTH, SIGNATURE_LENGTH
-from keys.services import SignedPreKeyData, is_ec_public_key, is_kem_public_key
+from keys.services import MAX_KEYS_PER_UPLOAD, PreKeyData, SignedPreKeyData, is_ec_public_key, is_kem_public_key
 from signalserver.fields import Base64Field
 from signalserver.wire import b64encode_unpadded
 
@@ -84,3 +84,54 @@ class KEMSignedPreKeySerializer(_SignedPreKeySerializer):
     keyId = _key_id_field()
     publicKey = KEMPublicKeyField(source="public_key")
     signature = SignatureField()
+
+
+class ECPreKeySerializer(serializers.Serializer):
+    """`ECPreKey` (one-time): `{keyId, publicKey (33 bytes)}`."""
+
+    keyId = _key_id_field()
+    publicKey = ECPublicKeyField(source="public_key")
+
+    def validate(self, attrs):
+        return PreKeyData(**attrs)
+
+
+class SetKeysSerializer(serializers.Serializer):
+    """Body of `PUT /v2/keys` (spec §3.2); every part optional."""
+
+    preKeys = ECPreKeySerializer(many=True, required=False, allow_null=True, default=None, source="pre_keys", max_length=MAX_KEYS_PER_UPLOAD)
+    signedPreKey = ECSignedPreKeySerializer(required=False, allow_null=True, default=None, source="signed_prekey")
+    pqPreKeys = KEMSignedPreKeySerializer(many=True, required=False, allow_null=True, default=None, source="pq_pre_keys", max_length=MAX_KEYS_PER_UPLOAD)
+    pqLastResortPreKey = KEMSignedPreKeySerializer(required=False, allow_null=True, default=None, source="pq_last_resort_prekey")
+
+
+class KeyCountSerializer(serializers.Serializer):
+    count = serializers.IntegerField()
+    pqCount = serializers.IntegerField()
+
+
+class CheckKeysSerializer(serializers.Serializer):
+    identityType = serializers.ChoiceField(choices=["aci", "pni"], required=False, default="aci")
+    digest = Base64Field(length=32)
+
+
+class PreKeyResponseSerializer(serializers.Serializer):
+    keyId = serializers.IntegerField(source="key_id")
+    publicKey = Base64Field(source="public_key")
+
+
+class SignedPreKeyResponseSerializer(PreKeyResponseSerializer):
+    signature = SignatureField()
+
+
+class DeviceBundleSerializer(serializers.Serializer):
+    deviceId = serializers.IntegerField(source="device_id")
+    registrationId = serializers.IntegerField(source="registration_id")
+    signedPreKey = SignedPreKeyResponseSerializer(source="signed_prekey")
+    preKey = PreKeyResponseSerializer(source="pre_key", allow_null=True)
+    pqPreKey = SignedPreKeyResponseSerializer(source="pq_pre_key")
+
+
+class PreKeyBundleSerializer(serializers.Serializer):
+    identityKey = Base64Field(source="identity_key")
+    devices = DeviceBundleSerializer(many=True)

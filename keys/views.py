@@ -1,3 +1,149 @@
-from django.shortcuts import render
+"""Prekey endpoints (spec §3): thin views over `keys.services`."""
 
-# Create your views here.
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from rest_framework.permissions import AllowAny
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from keys import services
+from keys.models import Identity
+from keys.serializers import (
+    CheckKeysSerializer,
+    ECSignedPreKeySerializer,
+    KeyCountSerializer,
+    PreKeyBundleSerializer,
+    SetKeysSerializer,
+)
+from signalserver.auth import parse_access_key
+from signalserver.errors import BadRequest, Conflict, Unauthorized, UnprocessableEntity
+from signalserver.wire import ServiceId
+
+NO_CONTENT = OpenApiResponse(description="Done")
+UNAUTHORIZED = OpenApiResponse(description="Missing or wrong credentials")
+NO_PNI = OpenApiResponse(description="`identity=pni` for an account without a phone number")
+IDENTITY_PARAMETER = OpenApiParameter("identity", OpenApiTypes.STR, OpenApiParameter.QUERY, enum=["aci", "pni"], description="default aci")
+
+
+def validated(serializer_class, data) -> dict:
+    serializer = serializer_class(data=data)
+    serializer.is_valid(raise_exception=True)
+    return serializer.validated_data
+
+
+def identity_of(text: str | None) -> Identity:
+    """`aci` (the default) or `pni`, case-insensitive."""
+    value = (text or "aci").lower()
+    if value not in ("aci", "pni"):
+        raise UnprocessableEntity("identity must be aci or pni")
+    return Identity.PNI if value == "pni" else Identity.ACI
+
+
+class KeysView(APIView):
+    @extend_schema(
+        tags=["keys"],
+        summary="Upload one-time and repeated-use prekeys",
+        description="A non-empty list replaces that pool; an absent or empty one keeps it. Every signature is checked before anything is stored.",
+        parameters=[IDENTITY_PARAMETER],
+        request=SetKeysSerializer,
+        responses={204: NO_CONTENT, 400: NO_PNI, 401: UNAUTHORIZED, 422: OpenApiResponse(description="Too many keys, bad key bytes or a bad signature")},
+    )
+    def put(self, request):
+        services.upload_keys(
+            account=request.auth.account,
+            device=request.auth.device,
+            identity=identity_of(request.query_params.get("identity")),
+            **validated(SetKeysSerializer, request.data),
+        )
+        return Response(status=204)
+
+    @extend_schema(
+        tags=["keys"],
+        summary="How many one-time keys this device has left",
+        parameters=[IDENTITY_PARAMETER],
+        responses={200: KeyCountSerializer, 400: NO_PNI, 401: UNAUTHORIZED},
+    )
+    def get(self, request):
+        count, pq_count = services.count_one_time_keys(
+            account=request.auth.account,
+            device=request.auth.device,
+            identity=identity_of(request.query_params.get("identity")),
+        )
+        return Response({"count": count, "pqCount": pq_count})
+
+
+class CheckKeysView(APIView):
+    @extend_schema(
+        tags=["keys"],
+        summary="Check the stored repeated-use keys against the client's digest",
+        request=CheckKeysSerializer,
+        responses={200: OpenApiResponse(description="The keys match"), 409: OpenApiResponse(description="Different or missing: upload again"), 401: UNAUTHORIZED, 422: OpenApiResponse(description="Digest not 32 bytes")},
+    )
+    def post(self, request):
+        body = validated(CheckKeysSerializer, request.data)
+        if not services.repeated_use_keys_match(
+            account=request.auth.account,
+            device=request.auth.device,
+            identity=identity_of(body["identityType"]),
+            digest=body["digest"],
+        ):
+            raise Conflict("repeated-use keys differ")
+        return Response(status=200)
+
+
+class SignedKeyView(APIView):
+    @extend_schema(
+        tags=["keys"],
+        summary="Replace the signed EC prekey (retired by Signal; kept for old clients)",
+        parameters=[IDENTITY_PARAMETER],
+        request=ECSignedPreKeySerializer,
+        responses={204: NO_CONTENT, 400: NO_PNI, 401: UNAUTHORIZED, 422: OpenApiResponse(description="Bad key or signature")},
+    )
+    def put(self, request):
+        services.set_signed_prekey(
+            account=request.auth.account,
+            device=request.auth.device,
+            identity=identity_of(request.query_params.get("identity")),
+            signed_prekey=validated(ECSignedPreKeySerializer, request.data),
+        )
+        return Response(status=204)
+
+
+class PreKeyBundleView(APIView):
+    permission_classes = [AllowAny]  # device credentials or an unidentified access key
+
+    @extend_schema(
+        tags=["keys"],
+        summary="Fetch a prekey bundle for one device (or `*`: all) of an account",
+        description="Each one-time key is handed out once; without Kyber one-time keys the last-resort key is returned (and kept).",
+        parameters=[
+            OpenApiParameter("service_id", OpenApiTypes.STR, OpenApiParameter.PATH, description="ACI or PNI:<uuid>"),
+            OpenApiParameter("device_id", OpenApiTypes.STR, OpenApiParameter.PATH, description="device id or *"),
+            OpenApiParameter("Unidentified-Access-Key", OpenApiTypes.STR, OpenApiParameter.HEADER, description="instead of credentials"),
+        ],
+        responses={
+            200: PreKeyBundleSerializer,
+            400: OpenApiResponse(description="Mixed authorization"),
+            401: UNAUTHORIZED,
+            404: OpenApiResponse(description="No such account or device, or no device has keys"),
+            422: OpenApiResponse(description="deviceId neither a number nor *"),
+        },
+    )
+    def get(self, request, service_id, device_id):
+        try:
+            target = ServiceId.parse(service_id)
+        except ValueError:
+            raise UnprocessableEntity("invalid service id") from None
+        header = request.headers.get("Unidentified-Access-Key")
+        token = request.headers.get("Group-Send-Token")
+        if (token is not None and (header is not None or request.auth is not None)) or (header is not None and request.auth is not None):
+            raise BadRequest("use one kind of authorization")
+        if token is not None:
+            raise Unauthorized()  # group send tokens are zkgroup credentials: not supported
+        access_key = parse_access_key(header) if header is not None else None
+        if header is not None and access_key is None:
+            raise Unauthorized()
+        bundle = services.fetch_prekey_bundle(
+            caller=request.auth, access_key=access_key, target=target, device_selector=device_id
+        )
+        return Response(PreKeyBundleSerializer(bundle).data)
