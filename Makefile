@@ -41,7 +41,7 @@ test: $(VENV)/.dev
 
 ## bench: load scenarios against a running server (SCENARIO=..., see bench/README.md)
 bench: $(VENV)/.dev
-	$(BIN)/python -m bench $(SCENARIO)
+	$(BIN)/python -m bench $(SCENARIO) $(ARGS)
 
 ## proto: regenerate the committed *_pb2.py from signalserver/proto/*.proto
 proto: $(VENV)/.dev

@@ -1,0 +1,44 @@
+"""`python -m bench SCENARIO --url http://127.0.0.1:8000 [options]`: load scenarios against a running
+server (see bench/README.md). Prints a table and, last, one JSON line with the summary."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+
+# The scenarios use the server's own protobuf and signing code; make the project importable.
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from bench.client import require_loopback  # noqa: E402
+from bench.scenarios import prekeys, relay  # noqa: E402
+
+SCENARIOS = {"prekeys": prekeys, "relay": relay}
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument("scenario", choices=sorted(SCENARIOS))
+    parser.add_argument("--url", default=os.environ.get("BENCH_URL", "http://127.0.0.1:8000"))
+    parser.add_argument("--code", default=os.environ.get("DEV_VERIFICATION_CODE", "123456"), help="the server's DEV_VERIFICATION_CODE")
+    parser.add_argument("--seconds", type=float, default=10.0, help="how long to measure (bounded)")
+    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--pairs", type=int, default=8, help="relay: sender/receiver pairs")
+    parser.add_argument("--window", type=int, default=16, help="relay: unanswered sends per sender")
+    parser.add_argument("--server-pid", type=int, action="append", default=[], help="measure this process's CPU and RSS")
+    parser.add_argument("--first-number", type=int, default=int.from_bytes(os.urandom(2), "big") * 10)
+    args = parser.parse_args(argv)
+    require_loopback(args.url)
+    args.seconds = min(args.seconds, 300.0)
+    summary = asyncio.run(SCENARIOS[args.scenario].run(args))
+    summary = {"scenario": args.scenario, **summary}
+    width = max(len(key) for key in summary)
+    for key, value in summary.items():
+        print(f"{key:<{width}}  {value}")
+    print(json.dumps(summary))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,130 @@
+"""Accounts for benchmarks, made the way a client makes them: verification session, code from the
+server's development sender, registration with real keys and XEdDSA signatures, prekey upload."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import os
+import secrets
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+import httpx
+
+from signalserver.crypto import SigningKey
+from signalserver.proto.websocket_pb2 import WebSocketMessage
+
+LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1", "[::1]"}
+
+
+def require_loopback(url: str) -> None:
+    """Benchmarks only ever talk to a server on this machine."""
+    host = urlsplit(url).hostname or ""
+    if host not in LOOPBACK_HOSTS and not host.startswith("127."):
+        raise SystemExit(f"refusing to benchmark {host}: only loopback addresses are allowed")
+
+
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def signed_key(identity: SigningKey, key_id: int, public_key: bytes) -> dict:
+    return {"keyId": key_id, "publicKey": b64(public_key), "signature": b64(identity.sign(public_key)).rstrip("=")}
+
+
+def ec_key() -> bytes:
+    return SigningKey.generate().public_key  # any valid 0x05 Curve25519 public key
+
+
+def kem_key() -> bytes:
+    return b"\x08" + os.urandom(1568)  # the server never does Kyber arithmetic
+
+
+@dataclass
+class BenchAccount:
+    aci: str
+    number: str
+    password: str
+    registration_id: int
+    access_key: bytes
+    identity: SigningKey
+
+    @property
+    def authorization(self) -> str:
+        return "Basic " + b64(f"{self.aci}.1:{self.password}".encode())
+
+
+async def register(http: httpx.AsyncClient, number: str, code: str) -> BenchAccount:
+    session = (await http.post("/v1/verification/session", json={"number": number})).json()
+    path = f"/v1/verification/session/{session['id']}/code"
+    response = await http.post(path, json={"transport": "sms", "client": "bench"})
+    response.raise_for_status()
+    response = await http.put(path, json={"code": code})
+    response.raise_for_status()
+    aci_identity, pni_identity = SigningKey.generate(), SigningKey.generate()
+    password = secrets.token_urlsafe(24)
+    registration_id = secrets.randbelow(16000) + 1
+    access_key = os.urandom(16)
+    body = {
+        "sessionId": session["id"],
+        "accountAttributes": {
+            "fetchesMessages": True,
+            "registrationId": registration_id,
+            "pniRegistrationId": secrets.randbelow(16000) + 1,
+            "capabilities": {"spqr": True},
+            "unidentifiedAccessKey": b64(access_key),
+        },
+        "aciIdentityKey": b64(aci_identity.public_key),
+        "pniIdentityKey": b64(pni_identity.public_key),
+        "aciSignedPreKey": signed_key(aci_identity, 1, ec_key()),
+        "pniSignedPreKey": signed_key(pni_identity, 2, ec_key()),
+        "aciPqLastResortPreKey": signed_key(aci_identity, 3, kem_key()),
+        "pniPqLastResortPreKey": signed_key(pni_identity, 4, kem_key()),
+    }
+    auth = "Basic " + b64(f"{number}:{password}".encode())
+    response = await http.post("/v1/registration", json=body, headers={"Authorization": auth})
+    response.raise_for_status()
+    return BenchAccount(response.json()["uuid"], number, password, registration_id, access_key, aci_identity)
+
+
+async def upload_prekeys(http: httpx.AsyncClient, account: BenchAccount, count: int) -> None:
+    body = {
+        "preKeys": [{"keyId": 100 + i, "publicKey": b64(ec_key())} for i in range(count)],
+        "pqPreKeys": [signed_key(account.identity, 1000 + i, kem_key()) for i in range(count)],
+    }
+    response = await http.put("/v2/keys", json=body, headers={"Authorization": account.authorization})
+    response.raise_for_status()
+
+
+async def register_many(url: str, count: int, code: str, *, first_number: int = 0, concurrency: int = 8) -> list[BenchAccount]:
+    """`count` fresh accounts on numbers +1 201 555 xxxx counted from `first_number`."""
+    limit = asyncio.Semaphore(concurrency)
+    async with httpx.AsyncClient(base_url=url, timeout=30) as http:
+
+        async def one(index: int) -> BenchAccount:
+            async with limit:
+                return await register(http, f"+1201{5550000 + first_number + index:07d}", code)
+
+        return await asyncio.gather(*(one(i) for i in range(count)))
+
+
+def request_frame(request_id: int, verb: str, path: str, body: bytes = b"", headers=()) -> bytes:
+    frame = WebSocketMessage(type=WebSocketMessage.REQUEST)
+    frame.request.verb, frame.request.path, frame.request.id = verb, path, request_id
+    frame.request.headers.extend(headers)
+    if body:
+        frame.request.body = body
+    return frame.SerializeToString()
+
+
+def ack_frame(request_id: int) -> bytes:
+    frame = WebSocketMessage(type=WebSocketMessage.RESPONSE)
+    frame.response.id, frame.response.status, frame.response.message = request_id, 200, "OK"
+    return frame.SerializeToString()
+
+
+def parse_frame(data: bytes) -> WebSocketMessage:
+    frame = WebSocketMessage()
+    frame.ParseFromString(data)
+    return frame

@@ -1,0 +1,102 @@
+"""`relay`: K sender/receiver pairs over authenticated WebSockets, sending as fast as the window
+allows (tunnelled PUT /v1/messages); counts messages delivered to and acknowledged by receivers."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import os
+import time
+
+import websockets
+
+from bench.client import ack_frame, parse_frame, register_many, request_frame
+from bench.stats import ProcessMeter
+
+CONTENT_BYTES = 200
+
+
+def _ws_url(url: str) -> str:
+    return url.replace("http://", "ws://", 1).rstrip("/") + "/v1/websocket/"
+
+
+async def run(args) -> dict:
+    accounts = await register_many(args.url, 2 * args.pairs, args.code, first_number=args.first_number)
+    pairs = [(accounts[2 * i], accounts[2 * i + 1]) for i in range(args.pairs)]
+    url = _ws_url(args.url)
+    stop = asyncio.Event()
+    counters = {"delivered": 0, "sent": 0, "errors": 0}
+    measuring = asyncio.Event()
+
+    async def receiver(account) -> None:
+        async with websockets.connect(url, additional_headers={"Authorization": account.authorization}, max_size=2**22) as ws:
+            while not stop.is_set():
+                try:
+                    data = await asyncio.wait_for(ws.recv(), 0.5)
+                except TimeoutError:
+                    continue
+                frame = parse_frame(data)
+                if frame.type == frame.REQUEST:
+                    await ws.send(ack_frame(frame.request.id))
+                    if frame.request.path == "/api/v1/message" and measuring.is_set():
+                        counters["delivered"] += 1
+
+    async def sender(account, recipient) -> None:
+        body = json.dumps(
+            {
+                "messages": [
+                    {
+                        "type": 1,
+                        "destinationDeviceId": 1,
+                        "destinationRegistrationId": recipient.registration_id,
+                        "content": base64.b64encode(os.urandom(CONTENT_BYTES)).decode(),
+                    }
+                ]
+            }
+        ).encode()
+        path = f"/v1/messages/{recipient.aci}"
+        window = asyncio.Semaphore(args.window)
+        async with websockets.connect(url, additional_headers={"Authorization": account.authorization}, max_size=2**22) as ws:
+
+            async def read() -> None:
+                async for data in ws:
+                    frame = parse_frame(data)
+                    if frame.type == frame.RESPONSE:
+                        if frame.response.status != 200:
+                            counters["errors"] += 1
+                        window.release()
+                    elif frame.type == frame.REQUEST:  # delivery receipts and queue/empty
+                        await ws.send(ack_frame(frame.request.id))
+
+            reader = asyncio.ensure_future(read())
+            request_id = 0
+            while not stop.is_set():
+                await window.acquire()
+                request_id += 1
+                await ws.send(request_frame(request_id, "PUT", path, body, ["Content-Type:application/json"]))
+                counters["sent"] += 1
+            reader.cancel()
+
+    receivers = [asyncio.ensure_future(receiver(b)) for _, b in pairs]
+    await asyncio.sleep(1.0)
+    senders = [asyncio.ensure_future(sender(a, b)) for a, b in pairs]
+    await asyncio.sleep(1.0)  # warm up
+    measuring.set()
+    meter = ProcessMeter(args.server_pid)
+    started = time.monotonic()
+    await asyncio.sleep(args.seconds)
+    elapsed = time.monotonic() - started
+    delivered = counters["delivered"]
+    report = meter.report(elapsed)
+    stop.set()
+    await asyncio.gather(*senders, *receivers, return_exceptions=True)
+    return {
+        "pairs": args.pairs,
+        "window": args.window,
+        "delivered": delivered,
+        "seconds": round(elapsed, 2),
+        "delivered_per_second": round(delivered / elapsed, 1),
+        "send_errors": counters["errors"],
+        **report,
+    }

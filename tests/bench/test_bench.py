@@ -1,0 +1,45 @@
+"""The benchmark tool works against a real server: a short, bounded run of each scenario.
+(Performance goals are printed by `make bench`, not asserted here.)"""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from tests.servers import DEV_CODE, PROJECT, running_server
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def run_bench(url: str, *args: str) -> dict:
+    result = subprocess.run(
+        [sys.executable, "-m", "bench", *args, "--url", url, "--code", DEV_CODE, "--seconds", "1"],
+        cwd=PROJECT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def test_the_prekeys_and_relay_scenarios_run_and_report():
+    with running_server() as server:
+        prekeys = run_bench(server.url, "prekeys", "--concurrency", "4")
+        relay = run_bench(server.url, "relay", "--pairs", "2", "--window", "4")
+
+    assert prekeys["fetches"] > 0 and prekeys["errors"] == 0
+    assert relay["delivered"] > 0 and relay["send_errors"] == 0
+
+
+def test_the_benchmark_refuses_addresses_off_this_machine():
+    result = subprocess.run(
+        [sys.executable, "-m", "bench", "relay", "--url", "http://10.1.2.3:8000"],
+        cwd=PROJECT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode != 0
+    assert "only loopback" in result.stderr + result.stdout
