@@ -544,3 +544,24 @@ def test_structured_garbage_through_the_route_is_never_a_server_error(client, re
         out += tail
     response = put_mrm(client, bytes(out), os.urandom(16))
     assert response.status_code in (400, 401, 404, 409, 410, 413)
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_the_anonymous_socket_carries_multi_recipient_sends(recipient_async):
+    recipient, device = recipient_async
+    payload = mrm_payload([(aci_bytes(recipient), [(1, device.registration_id)], os.urandom(48))])
+    anonymous = socket_for()
+    assert (await anonymous.connect())[0]
+    key = access_header(bytes(recipient.unidentified_access_key))
+
+    await anonymous.send_to(
+        bytes_data=request_frame(
+            "PUT", "/v1/messages/multi_recipient?ts=5", body=payload, headers=[f"Unidentified-Access-Key:{key}", f"Content-Type:{MRM}"]
+        )
+    )
+
+    response = parse_frame(await anonymous.receive_from(timeout=3)).response
+    assert response.status == 200 and json.loads(response.body) == {"uuids404": []}
+    rows = await sync_to_async(list)(QueuedMessage.objects.filter(device=device))
+    assert len(rows) == 1 and parse_envelope(bytes(rows[0].envelope)).client_timestamp == 5
+    await anonymous.disconnect()
