@@ -129,3 +129,39 @@ class UsedLinkToken(models.Model):
     expires_at = models.DateTimeField(db_index=True)
     # The device linked with it, for `wait_for_linked_device` (spec §2.5).
     device = models.ForeignKey(Device, on_delete=models.CASCADE, null=True, blank=True, related_name="+")
+
+
+class TokenFamily(models.Model):
+    """The bearer tokens descended from one login (`POST /v1/auth/token`) of one device.
+
+    Reusing a spent refresh token revokes the whole family: whoever holds the stolen copy and the
+    device itself both have to log in again with the device's credentials.
+    """
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    device = models.ForeignKey(Device, on_delete=models.CASCADE, related_name="token_families")
+    # The device's credentials when the family began: a password change ends the family.
+    credential_fingerprint = models.CharField(max_length=16)
+    revoked = models.BooleanField(default=False)
+    created = models.DateTimeField(auto_now_add=True)
+
+
+class RefreshToken(models.Model):
+    """One refresh token (only its SHA-256 is kept); spent once it has been exchanged."""
+
+    token_hash = models.BinaryField(max_length=32, primary_key=True)
+    family = models.ForeignKey(TokenFamily, on_delete=models.CASCADE, related_name="refresh_tokens")
+    spent = models.BooleanField(default=False)
+    expires_at = models.DateTimeField(db_index=True)
+
+
+class TotpEnrolment(models.Model):
+    """An account's second factor (RFC 6238). The secret is encrypted at rest; backup codes are
+    kept as salted hashes and work once."""
+
+    account = models.OneToOneField(Account, on_delete=models.CASCADE, related_name="totp", primary_key=True)
+    encrypted_secret = models.BinaryField(max_length=128)
+    confirmed = models.BooleanField(default=False)
+    last_used_step = models.BigIntegerField(default=0)  # replay protection: each code works once
+    backup_codes = models.JSONField(default=list)  # [[hash, salt], ...]
+    created = models.DateTimeField(auto_now_add=True)

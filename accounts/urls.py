@@ -1,6 +1,6 @@
 from django.urls import path
 
-from accounts import device_views, registration_views, verification_views, views
+from accounts import device_views, registration_views, token_views, verification_views, views
 
 urlpatterns: list = [
     path("v1/verification/session", verification_views.CreateSessionView.as_view()),
@@ -13,6 +13,8 @@ urlpatterns: list = [
     path("v1/devices/wait_for_linked_device/<str:identifier>", device_views.wait_for_linked_device_endpoint),
     path("v1/devices/<int:device_id>", device_views.DeviceView.as_view()),
     path("v1/provisioning/<str:destination>", device_views.ProvisioningView.as_view()),
+    path("v1/auth/token", token_views.AuthTokenView.as_view()),
+    path("v1/auth/refresh", token_views.RefreshTokenView.as_view()),
     path("v1/accounts/whoami", views.WhoAmIView.as_view()),
     path("v1/accounts/attributes", views.AccountAttributesView.as_view()),
     path("v1/accounts/me", views.DeleteAccountView.as_view()),

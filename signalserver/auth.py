@@ -21,6 +21,7 @@ from rest_framework.authentication import BaseAuthentication
 LOCKED_PREFIX = "!"
 HASH_VERSION = "2."
 MAX_CREDENTIAL_LENGTH = 512  # longer usernames/passwords are refused before any hashing
+MAX_BEARER_LENGTH = 2048
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,12 +134,23 @@ def authenticate_authorization(header: str | None) -> AuthenticatedDevice | None
     """The device an `Authorization` header authenticates, or None when it presents no credentials.
 
     Raises InvalidCredentials for credentials that are malformed or wrong. Every scheme a device may
-    use is handled here, so REST and the WebSocket upgrade accept exactly the same credentials.
+    use (Basic device credentials, Bearer access tokens) is handled here, so REST and the WebSocket
+    upgrade accept exactly the same credentials.
     """
     if not header:
         return None
-    credentials = parse_basic_header(header)
-    principal = authenticate_device(*credentials) if credentials is not None else None
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() == "bearer" and value and len(value) <= MAX_BEARER_LENGTH:
+        from accounts.tokens import authenticate_bearer  # accounts builds on this module
+
+        device = authenticate_bearer(value.strip())
+        principal = None
+        if device is not None:
+            refresh_last_seen(device)
+            principal = AuthenticatedDevice(account=device.account, device=device)
+    else:
+        credentials = parse_basic_header(header)
+        principal = authenticate_device(*credentials) if credentials is not None else None
     if principal is None:
         raise InvalidCredentials()
     return principal

@@ -12,7 +12,8 @@ class DeviceCredentialsScheme(OpenApiAuthenticationExtension):
             "type": "http",
             "scheme": "basic",
             "description": "Device credentials: username `{aci}.{deviceId}` (or `{aci}` for the primary), "
-            "password chosen by the device at registration or linking.",
+            "password chosen by the device at registration or linking. Wherever these are accepted, "
+            "`Authorization: Bearer <access token>` from `POST /v1/auth/token` is too (signalserver extension).",
         }
 
 

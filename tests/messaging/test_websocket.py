@@ -6,6 +6,7 @@ import time
 
 import pytest
 from asgiref.sync import sync_to_async
+from channels.db import database_sync_to_async
 from django.test import AsyncClient
 from rest_framework.test import APIClient
 
@@ -122,7 +123,7 @@ async def test_a_live_message_arrives_and_its_ack_deletes_it_and_sends_a_receipt
     _, receipt = await next_message(alice_ws)
     assert receipt.type == 5 and receipt.client_timestamp == 99
     assert receipt.source_service_id == bob.account_id.bytes
-    assert not await sync_to_async(QueuedMessage.objects.filter(device=bob).exists)()
+    assert not await database_sync_to_async(QueuedMessage.objects.filter(device=bob).exists)()
     await bob_ws.disconnect()
     await alice_ws.disconnect()
 
@@ -185,7 +186,7 @@ async def test_acks_of_unknown_request_ids_are_ignored(pair):
     await ws.send_to(bytes_data=response_frame(12345, 200))
     await queue_empty(ws)
     await ws.disconnect()
-    assert await sync_to_async(QueuedMessage.objects.count)() == 1
+    assert await database_sync_to_async(QueuedMessage.objects.count)() == 1
 
 
 async def test_an_online_message_reaches_a_connected_device_and_is_never_stored(pair):
@@ -197,7 +198,7 @@ async def test_an_online_message_reaches_a_connected_device_and_is_never_stored(
 
     request_id, envelope = await next_message(ws)
     assert envelope.content == b"ciphertext" and not envelope.HasField("ephemeral")
-    assert not await sync_to_async(QueuedMessage.objects.exists)()
+    assert not await database_sync_to_async(QueuedMessage.objects.exists)()
     await ws.send_to(bytes_data=response_frame(request_id))
     await ws.disconnect()
 
@@ -213,10 +214,10 @@ async def test_stories_reach_only_sockets_that_asked_for_them_and_are_dropped_el
     await queue_empty(ws)  # the story was not for this socket
     await ws.disconnect()
     for _ in range(20):
-        if not await sync_to_async(QueuedMessage.objects.exists)():
+        if not await database_sync_to_async(QueuedMessage.objects.exists)():
             break
         await asyncio.sleep(0.05)
-    assert not await sync_to_async(QueuedMessage.objects.exists)()
+    assert not await database_sync_to_async(QueuedMessage.objects.exists)()
 
     await sync_to_async(api.put)(f"/v1/messages/{bob.account_id}?story=true", body, format="json")
     ws = await connected(bob, headers=[(b"x-signal-receive-stories", b"true")])
@@ -421,7 +422,7 @@ async def test_a_long_poll_without_credentials_is_401():
 async def test_without_beat_a_connecting_device_triggers_the_hourly_purge(pair, settings, monkeypatch):
     alice, bob = pair
     await sync_to_async(send_rest)(alice, bob)
-    await sync_to_async(QueuedMessage.objects.update)(server_timestamp=1)
+    await database_sync_to_async(QueuedMessage.objects.update)(server_timestamp=1)
     settings.CELERY_TASK_ALWAYS_EAGER = True
     monkeypatch.setattr(services, "_last_embedded_purge", -1e9)
 
@@ -429,4 +430,4 @@ async def test_without_beat_a_connecting_device_triggers_the_hourly_purge(pair, 
     await queue_empty(ws)
     await ws.disconnect()
 
-    assert not await sync_to_async(QueuedMessage.objects.exists)()
+    assert not await database_sync_to_async(QueuedMessage.objects.exists)()

@@ -1,0 +1,56 @@
+"""Bearer tokens (our extension): `POST /v1/auth/token` and `POST /v1/auth/refresh`."""
+
+from drf_spectacular.utils import OpenApiResponse, extend_schema
+from rest_framework import serializers
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from accounts import tokens
+from signalserver.errors import Unauthorized
+
+EXTENSION = "**signalserver extension.** "
+
+
+class TokenPairSerializer(serializers.Serializer):
+    accessToken = serializers.CharField(help_text="JWT; send as `Authorization: Bearer <token>`")
+    refreshToken = serializers.CharField(help_text="single use; 30 days")
+    expiresIn = serializers.IntegerField(help_text="seconds the access token is valid")
+
+
+class RefreshSerializer(serializers.Serializer):
+    refreshToken = serializers.CharField(max_length=256)
+
+
+def _render(pair: tokens.TokenPair) -> Response:
+    return Response({"accessToken": pair.access_token, "refreshToken": pair.refresh_token, "expiresIn": pair.expires_in})
+
+
+class AuthTokenView(APIView):
+    @extend_schema(
+        tags=["auth"],
+        summary="Exchange device credentials for an access token (1 hour) and a refresh token (30 days)",
+        description=EXTENSION + "Needs Basic device credentials; a bearer token cannot mint a new login.",
+        request=None,
+        responses={200: TokenPairSerializer, 401: OpenApiResponse(description="Missing or wrong device credentials")},
+    )
+    def post(self, request):
+        if not request.META.get("HTTP_AUTHORIZATION", "").lower().startswith("basic "):
+            raise Unauthorized("device credentials required")
+        return _render(tokens.issue_tokens(device=request.auth.device))
+
+
+class RefreshTokenView(APIView):
+    authentication_classes: list = []
+    permission_classes: list = []
+
+    @extend_schema(
+        tags=["auth"],
+        summary="Rotate a refresh token into a new token pair",
+        description=EXTENSION + "Each refresh token works once; presenting a spent one revokes every token of that login.",
+        request=RefreshSerializer,
+        responses={200: TokenPairSerializer, 401: OpenApiResponse(description="Invalid, expired, revoked or reused refresh token")},
+    )
+    def post(self, request):
+        body = RefreshSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        return _render(tokens.refresh_tokens(refresh_token=body.validated_data["refreshToken"]))
