@@ -144,6 +144,8 @@ class TokenFamily(models.Model):
     credential_fingerprint = models.CharField(max_length=16)
     revoked = models.BooleanField(default=False)
     created = models.DateTimeField(auto_now_add=True)
+    # When its newest refresh token expires; every token of the family is useless after that.
+    expires_at = models.DateTimeField(db_index=True)
 
 
 class RefreshToken(models.Model):

@@ -1,20 +1,25 @@
 """Bearer tokens for devices (our extension): a 1-hour access token (JWT, HS256) and a 30-day
 refresh token that rotates on every use; reusing a spent one revokes the whole token family.
 
-An access token names the device row (not just ACI and device id, which a re-linked device
-reuses) and a fingerprint of the device's credential hash, so removing the device or changing its
-password ends every token at once, with no extra lookup: the check rides on the device query that
-authentication makes anyway.
+An access token names the device row (not just ACI and device id, which a re-registered or
+re-linked device reuses), its token family, and a keyed fingerprint of the device's credential
+hash. Removing the device (its row and, by cascade, its families go), revoking the family, or
+changing or locking the device's password therefore ends the token, and checking all of that costs
+the one query authentication makes anyway: the device row joined to its family row.
+
+Refresh tokens are opaque random strings; only their SHA-256 is stored. Spent ones are kept until
+they expire so that a second use can be recognised as theft.
 """
 
 from __future__ import annotations
 
 import hashlib
+import hmac
 import secrets
 import time
 import uuid
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from functools import cache
 
 import jwt
@@ -22,15 +27,19 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from django.conf import settings
 from django.db import transaction
-from django.utils import timezone
 
 from accounts.models import Device, RefreshToken, TokenFamily
+from accounts.services import disconnect_devices
 from signalserver.errors import Unauthorized
 
 ACCESS_TOKEN_LIFETIME = timedelta(hours=1)
 REFRESH_TOKEN_LIFETIME = timedelta(days=30)
 ALGORITHM = "HS256"
 ISSUER = "signalserver"
+# Logins (token families) one device may hold at once; a new login beyond that ends the oldest,
+# so a device cannot grow its rows without bound by logging in again and again.
+MAX_FAMILIES_PER_DEVICE = 10
+REQUIRED_CLAIMS = ["iss", "iat", "exp", "sub", "dev", "dpk", "cf", "fam"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,20 +50,40 @@ class TokenPair:
 
 
 @cache
-def _signing_key(secret: str) -> bytes:
-    return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=b"signalserver bearer tokens").derive(secret.encode())
+def _keys(secret: str) -> tuple[bytes, bytes]:
+    """(JWT signing key, credential-fingerprint key), both derived from SECRET_KEY with HKDF.
+
+    Rotating SECRET_KEY therefore ends every access token (refresh tokens are not derived from it).
+    """
+    derived = HKDF(algorithm=hashes.SHA256(), length=64, salt=None, info=b"signalserver bearer tokens").derive(
+        secret.encode()
+    )
+    return derived[:32], derived[32:]
+
+
+def signing_key() -> bytes:
+    return _keys(settings.SECRET_KEY)[0]
 
 
 def credential_fingerprint(device: Device) -> str:
-    """Changes whenever the device's password does (and when it is locked)."""
-    return hashlib.sha256(device.auth_token_hash.encode()).hexdigest()[:16]
+    """Changes whenever the device's password does (and when it is locked, spec §2.2).
+
+    Keyed, so the fingerprint readable in a token says nothing about the stored hash.
+    """
+    mac = hmac.new(_keys(settings.SECRET_KEY)[1], device.auth_token_hash.encode(), hashlib.sha256)
+    return mac.hexdigest()[:16]
 
 
 def _hash(refresh_token: str) -> bytes:
     return hashlib.sha256(refresh_token.encode()).digest()
 
 
-def _access_token(device: Device, family: uuid.UUID, now: float) -> str:
+def _moment(now: float) -> datetime:
+    return datetime.fromtimestamp(now, UTC)
+
+
+def encode_access_token(device: Device, family: uuid.UUID, *, now: float) -> str:
+    """The access token of a device in a family, issued at `now` (seconds since the epoch)."""
     claims = {
         "iss": ISSUER,
         "sub": str(device.account_id),
@@ -65,75 +94,101 @@ def _access_token(device: Device, family: uuid.UUID, now: float) -> str:
         "iat": int(now),
         "exp": int(now + ACCESS_TOKEN_LIFETIME.total_seconds()),
     }
-    return jwt.encode(claims, _signing_key(settings.SECRET_KEY), algorithm=ALGORITHM)
+    return jwt.encode(claims, signing_key(), algorithm=ALGORITHM)
 
 
-def _new_refresh_token(family: TokenFamily) -> str:
-    token = secrets.token_urlsafe(32)
-    RefreshToken.objects.create(token_hash=_hash(token), family=family, expires_at=timezone.now() + REFRESH_TOKEN_LIFETIME)
-    return token
+def _pair(device: Device, family: TokenFamily, now: float) -> TokenPair:
+    refresh_token = secrets.token_urlsafe(32)
+    expires_at = _moment(now) + REFRESH_TOKEN_LIFETIME
+    RefreshToken.objects.create(token_hash=_hash(refresh_token), family=family, expires_at=expires_at)
+    return TokenPair(
+        encode_access_token(device, family.pk, now=now), refresh_token, int(ACCESS_TOKEN_LIFETIME.total_seconds())
+    )
 
 
 @transaction.atomic
-def issue_tokens(*, device: Device) -> TokenPair:
+def issue_tokens(*, device: Device, now: float | None = None) -> TokenPair:
     """`POST /v1/auth/token`: a new token family for a device that proved its credentials."""
-    family = TokenFamily.objects.create(device=device, credential_fingerprint=credential_fingerprint(device))
-    return TokenPair(_access_token(device, family.id, time.time()), _new_refresh_token(family), int(ACCESS_TOKEN_LIFETIME.total_seconds()))
+    now = time.time() if now is None else now
+    # Housekeeping of this device's logins, here rather than in a periodic job: expired families
+    # go, and so do the oldest beyond the limit.
+    TokenFamily.objects.filter(device=device, expires_at__lt=_moment(now)).delete()
+    keep = TokenFamily.objects.filter(device=device).order_by("-created").values_list("pk", flat=True)
+    TokenFamily.objects.filter(device=device).exclude(pk__in=list(keep[: MAX_FAMILIES_PER_DEVICE - 1])).delete()
+    family = TokenFamily.objects.create(
+        device=device,
+        credential_fingerprint=credential_fingerprint(device),
+        expires_at=_moment(now) + REFRESH_TOKEN_LIFETIME,
+    )
+    return _pair(device, family, now)
 
 
-def refresh_tokens(*, refresh_token: str) -> TokenPair:
+def refresh_tokens(*, refresh_token: str, now: float | None = None) -> TokenPair:
     """`POST /v1/auth/refresh`: spend a refresh token for a new pair; reuse revokes the family."""
-    pair = _spend(refresh_token)
+    pair = _spend(refresh_token, time.time() if now is None else now)
     if pair is None:  # raised only now, so that a revocation has committed
         raise Unauthorized("invalid, expired or reused refresh token")
     return pair
 
 
 @transaction.atomic
-def _spend(refresh_token: str) -> TokenPair | None:
+def _spend(refresh_token: str, now: float) -> TokenPair | None:
     stored = (
-        RefreshToken.objects.select_for_update(of=("self",))
+        RefreshToken.objects.select_for_update(no_key=True, of=("self",))
         .select_related("family__device")
         .filter(token_hash=_hash(refresh_token))
         .first()
     )
-    if stored is None or stored.family.revoked or stored.expires_at < timezone.now():
+    if stored is None or stored.family.revoked or stored.expires_at < _moment(now):
         return None
-    if credential_fingerprint(stored.family.device) != stored.family.credential_fingerprint:
-        return None  # the device's password changed since this login
+    family, device = stored.family, stored.family.device
+    if credential_fingerprint(device) != family.credential_fingerprint:
+        return None  # the device's password changed (or was locked) since this login
     if stored.spent:
-        # Two parties hold this family's tokens and the server cannot tell which is legitimate.
-        TokenFamily.objects.filter(pk=stored.family_id).update(revoked=True)
+        # Two parties hold this family's tokens and the server cannot tell which is legitimate:
+        # end the family, and close the device's sockets (one may have been opened with a token of
+        # it); the device reconnects with its credentials or a new login.
+        TokenFamily.objects.filter(pk=family.pk).update(revoked=True)
+        disconnect_devices(aci=device.account_id, device_ids=[device.device_id])
         return None
     stored.spent = True
     stored.save(update_fields=["spent"])
-    return TokenPair(
-        _access_token(stored.family.device, stored.family_id, time.time()),
-        _new_refresh_token(stored.family),
-        int(ACCESS_TOKEN_LIFETIME.total_seconds()),
-    )
+    # Spent tokens are only needed to recognise reuse while they could still be presented.
+    RefreshToken.objects.filter(family=family, expires_at__lt=_moment(now)).delete()
+    TokenFamily.objects.filter(pk=family.pk).update(expires_at=_moment(now) + REFRESH_TOKEN_LIFETIME)
+    return _pair(device, family, now)
 
 
-def authenticate_bearer(token: str):
-    """The device an access token stands for, or None (expired, forged, revoked, device gone or
-    its password changed)."""
+@dataclass(frozen=True, slots=True)
+class BearerPrincipal:
+    device: Device
+    family: uuid.UUID
+
+
+def authenticate_bearer(token: str) -> BearerPrincipal | None:
+    """The device an access token stands for, or None (malformed, forged, expired, family revoked,
+    device gone, or its password changed). One query: the device joined to the family."""
     try:
         claims = jwt.decode(
             token,
-            _signing_key(settings.SECRET_KEY),
-            algorithms=[ALGORITHM],
+            signing_key(),
+            algorithms=[ALGORITHM],  # never what the token's header asks for ("none", RS256…)
             issuer=ISSUER,
-            options={"require": ["exp", "iat", "sub", "dev", "dpk", "cf", "fam"]},
+            options={"require": REQUIRED_CLAIMS},
         )
         family = uuid.UUID(str(claims["fam"]))
-    except (jwt.PyJWTError, ValueError):
+        account_id = uuid.UUID(str(claims["sub"]))
+        device_pk, device_id, fingerprint = claims["dpk"], claims["dev"], claims["cf"]
+        if not (isinstance(device_pk, int) and isinstance(device_id, int) and isinstance(fingerprint, str)):
+            return None
+    except (jwt.PyJWTError, ValueError, TypeError):
         return None
     device = (
         Device.objects.select_related("account")
-        .filter(pk=claims["dpk"], account_id=claims["sub"], device_id=claims["dev"])
+        .filter(pk=device_pk, account_id=account_id, device_id=device_id)
         .filter(token_families__id=family, token_families__revoked=False)
         .first()
     )
-    if device is None or credential_fingerprint(device) != claims["cf"]:
+    if device is None or not hmac.compare_digest(credential_fingerprint(device), fingerprint):
         return None
-    return device
+    return BearerPrincipal(device=device, family=family)

@@ -86,6 +86,8 @@ class AuthenticatedDevice:
     account: object  # accounts.models.Account
     device: object  # accounts.models.Device
     is_authenticated: bool = True
+    # The token family of the bearer token it authenticated with; None for device credentials.
+    token_family: uuid.UUID | None = None
 
     @property
     def aci(self) -> uuid.UUID:
@@ -140,14 +142,16 @@ def authenticate_authorization(header: str | None) -> AuthenticatedDevice | None
     if not header:
         return None
     scheme, _, value = header.partition(" ")
-    if scheme.lower() == "bearer" and value and len(value) <= MAX_BEARER_LENGTH:
+    if scheme.lower() == "bearer":
         from accounts.tokens import authenticate_bearer  # accounts builds on this module
 
-        device = authenticate_bearer(value.strip())
+        bearer = authenticate_bearer(value.strip()) if 0 < len(value) <= MAX_BEARER_LENGTH else None
         principal = None
-        if device is not None:
-            refresh_last_seen(device)
-            principal = AuthenticatedDevice(account=device.account, device=device)
+        if bearer is not None:
+            refresh_last_seen(bearer.device)
+            principal = AuthenticatedDevice(
+                account=bearer.device.account, device=bearer.device, token_family=bearer.family
+            )
     else:
         credentials = parse_basic_header(header)
         principal = authenticate_device(*credentials) if credentials is not None else None
