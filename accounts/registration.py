@@ -28,6 +28,7 @@ from accounts.services import (
     set_registration_lock,
     store_recovery_password,
 )
+from accounts.totp import check_registration_totp
 from keys.models import Identity
 from keys.services import SignedPreKeyData, set_identity_keys, store_repeated_use_keys, verify_signed_prekeys
 from signalserver.auth import LOCKED_PREFIX, MAX_CREDENTIAL_LENGTH, SaltedTokenHash
@@ -87,6 +88,7 @@ def register_account(
     pni_pq_last_resort_prekey: SignedPreKeyData | None,
     apn_token: str | None,
     gcm_token: str | None,
+    totp: str | None = None,
 ) -> RegistrationResult:
     """Register the number's primary device: a new account, or the number's account re-registered.
 
@@ -124,6 +126,7 @@ def register_account(
         pni_keys=(pni_signed_prekey, pni_pq_last_resort_prekey),
         apn_token=apn_token,
         gcm_token=gcm_token,
+        totp=totp,
     )
     if isinstance(outcome, _LockedOut):
         # Raised only now, after the lock-out committed: the 423 must not roll it back.
@@ -170,6 +173,7 @@ def _create_or_reregister(
     pni_keys: tuple[SignedPreKeyData, SignedPreKeyData],
     apn_token: str | None,
     gcm_token: str | None,
+    totp: str | None,
 ) -> RegistrationResult | _LockedOut:
     """Everything from the existing-account checks to the new primary, under the number's lock.
 
@@ -192,6 +196,9 @@ def _create_or_reregister(
         if time_remaining is not None and not _registration_lock_matches(existing, attributes["registrationLock"]):
             _lock_out(existing, old_devices)
             return _LockedOut(time_remaining_ms=time_remaining // timedelta(milliseconds=1))
+        # Spec §2.2 step 7: proving the number (and the lock) is not enough when the account has a
+        # second factor. 441 rolls back everything above; an accepted code is spent with the commit.
+        check_registration_totp(account=existing, code=totp)
 
     if existing is None:
         account = Account(aci=_aci_for_new_account(number), number=number, pni=identifier.pni)

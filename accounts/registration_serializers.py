@@ -7,6 +7,7 @@ validated data can be passed on as it is.
 from rest_framework import serializers
 
 from accounts.serializers import AccountAttributesSerializer, AccountIdentitySerializer
+from accounts.totp_serializers import OneTimeCodeField
 from keys.serializers import ECPublicKeyField, ECSignedPreKeySerializer, KEMSignedPreKeySerializer
 from signalserver.fields import Base64Field
 
@@ -62,6 +63,8 @@ class RegistrationSerializer(serializers.Serializer):
     pniPqLastResortPreKey = _optional(KEMSignedPreKeySerializer, source="pni_pq_last_resort_prekey")
     apnToken = _optional(ApnTokenSerializer, source="apn_token")
     gcmToken = _optional(GcmTokenSerializer, source="gcm_token")
+    # A one-time password (or backup code) when the number's account has TOTP (spec §2.2, 441).
+    totp = _optional(OneTimeCodeField)
 
     def validate(self, attrs):
         # An empty proof counts as absent (Signal checks for non-empty values).

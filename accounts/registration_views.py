@@ -49,6 +49,10 @@ class RegistrationView(APIView):
             409: OpenApiResponse(description="Device transfer available: retry with `skipDeviceTransfer: true`"),
             422: OpenApiResponse(description="Validation failed: shapes, invalid number, password length, signatures"),
             423: OpenApiResponse(RegistrationLockFailureSerializer, description="Registration lock required"),
+            441: OpenApiResponse(
+                description="The number's account has two-factor authentication: `totp` (a current one-time "
+                "password or an unused backup code) is missing, wrong or already used (signalserver extension)"
+            ),
             499: OpenApiResponse(description="A required capability (`spqr`) is missing"),
         },
     )

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from accounts import device_views, registration_views, token_views, verification_views, views
+from accounts import device_views, registration_views, token_views, totp_views, verification_views, views
 
 urlpatterns: list = [
     path("v1/verification/session", verification_views.CreateSessionView.as_view()),
@@ -19,5 +19,6 @@ urlpatterns: list = [
     path("v1/accounts/attributes", views.AccountAttributesView.as_view()),
     path("v1/accounts/me", views.DeleteAccountView.as_view()),
     path("v1/accounts/registration_lock", views.RegistrationLockView.as_view()),
+    path("v1/accounts/totp", totp_views.TotpView.as_view()),
     path("v1/accounts/account/<str:service_id>", views.AccountExistsView.as_view()),
 ]

@@ -136,6 +136,14 @@ class RegistrationLockRequired(DomainError):
         self.time_remaining_ms = time_remaining_ms
 
 
+class TotpRequired(DomainError):
+    """Registration: the number's account has two-factor authentication; the request must carry a
+    valid `totp` code (a current one-time password or a backup code) (spec §1.4, §2.2 step 7)."""
+
+    status = 441
+    message = "TOTP code required"
+
+
 class MissingCapability(DomainError):
     """Registration or linking without a capability every new device must have (spec §1.4)."""
 
