@@ -17,6 +17,8 @@ from functools import cache
 
 from django.conf import settings
 
+from signalserver.redis_clients import async_redis, sync_redis
+
 # Sockets refresh their key every PRESENCE_REFRESH_SECONDS; a node that dies without cleaning up
 # leaves a key that lapses after PRESENCE_TTL_SECONDS, after which the device is pushed again.
 PRESENCE_TTL_SECONDS = 90
@@ -64,45 +66,25 @@ class _DevicePresence:
 
 
 class RedisPresence(_DevicePresence):
-    def __init__(self, url: str):
-        import redis
-        import redis.asyncio
-
-        self._sync = redis.Redis.from_url(url)
-        self._url = url
-        self._async_clients: dict[int, redis.asyncio.Redis] = {}
-
-    def _async(self):
-        # A redis.asyncio client belongs to the event loop that created it.
-        import asyncio
-
-        import redis.asyncio
-
-        loop_id = id(asyncio.get_running_loop())
-        client = self._async_clients.get(loop_id)
-        if client is None:
-            client = self._async_clients[loop_id] = redis.asyncio.Redis.from_url(self._url)
-        return client
-
     async def claim_key(self, key: str, channel: str, ttl: int) -> str | None:
-        previous = await self._async().set(key, channel, ex=ttl, get=True)
+        previous = await async_redis().set(key, channel, ex=ttl, get=True)
         return previous.decode() if previous else None
 
     async def refresh_key(self, key: str, channel: str, ttl: int) -> bool:
-        return bool(await self._async().eval(_REFRESH, 1, key, channel, ttl))
+        return bool(await async_redis().eval(_REFRESH, 1, key, channel, ttl))
 
     async def release_key(self, key: str, channel: str) -> None:
-        await self._async().eval(_RELEASE, 1, key, channel)
+        await async_redis().eval(_RELEASE, 1, key, channel)
 
     def lookup_keys(self, keys: list[str]) -> list[str | None]:
         if not keys:
             return []
-        return [value.decode() if value else None for value in self._sync.mget(keys)]
+        return [value.decode() if value else None for value in sync_redis().mget(keys)]
 
     async def alookup_keys(self, keys: list[str]) -> list[str | None]:
         if not keys:
             return []
-        return [value.decode() if value else None for value in await self._async().mget(keys)]
+        return [value.decode() if value else None for value in await async_redis().mget(keys)]
 
 
 class LocalPresence(_DevicePresence):
@@ -144,4 +126,4 @@ class LocalPresence(_DevicePresence):
 
 @cache
 def get_presence() -> RedisPresence | LocalPresence:
-    return RedisPresence(settings.REDIS_URL) if settings.REDIS_URL else LocalPresence()
+    return RedisPresence() if settings.REDIS_URL else LocalPresence()
