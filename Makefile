@@ -4,6 +4,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 8000
+# apt-get needs root: sudo only when not already root.
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
 .PHONY: run serve test bench proto migrate superuser check clean
 
@@ -36,8 +38,14 @@ serve: $(VENV)/.runtime
 	$(BIN)/honcho start
 
 ## test: the whole suite on PostgreSQL and Redis (DATABASE_URL / REDIS_URL, default: local services)
-test: $(VENV)/.dev
+test: $(VENV)/.dev | /usr/bin/chromium
 	$(BIN)/python -m pytest
+
+# Debian's chromium for the browser tests (tests/browser): Playwright drives it, downloads no browser.
+# `apt-get update` only when the install fails on stale package lists.
+APT_CHROMIUM := $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends chromium
+/usr/bin/chromium:
+	$(APT_CHROMIUM) || { $(SUDO) apt-get update && $(APT_CHROMIUM); }
 
 ## bench: load scenarios against a running server (SCENARIO=..., see bench/README.md)
 bench: $(VENV)/.dev
