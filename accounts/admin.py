@@ -5,6 +5,8 @@ from django.contrib import admin
 from accounts import services
 from accounts.models import Account, Device
 from keys.selectors import key_summary
+from signalserver import ratelimit
+from signalserver.models import record_operator_action
 
 
 class DeviceInline(admin.TabularInline):
@@ -44,7 +46,8 @@ class DeviceInline(admin.TabularInline):
 
 @admin.register(Account)
 class AccountAdmin(admin.ModelAdmin):
-    list_display = ("aci", "has_number", "device_count", "created")
+    list_display = ("aci", "has_number", "device_count", "banned", "created")
+    list_filter = ("banned",)
     search_fields = ("=aci",)  # exact ACI only: no browsing by number fragments
     fields = readonly_fields = (
         "aci",
@@ -53,16 +56,43 @@ class AccountAdmin(admin.ModelAdmin):
         "discoverable_by_phone_number",
         "unrestricted_unidentified_access",
         "registration_lock",
+        "banned",
         "created",
     )
     inlines = [DeviceInline]
     show_full_result_count = False
-    actions = ["delete_accounts"]
+    actions = ["ban", "unban", "reset_rate_limits", "delete_accounts"]
+
+    @admin.action(description="Ban the selected accounts (refuse their requests, close their sockets)", permissions=["ban"])
+    def ban(self, request, queryset):
+        self._set_banned(request, queryset, True)
+
+    @admin.action(description="Unban the selected accounts", permissions=["ban"])
+    def unban(self, request, queryset):
+        self._set_banned(request, queryset, False)
+
+    def _set_banned(self, request, queryset, banned: bool):
+        accounts = list(queryset.filter(banned=not banned))
+        for account in accounts:
+            services.set_account_banned(account=account, banned=banned)
+            record_operator_action(request.user, "ban account" if banned else "unban account", account.aci)
+        self.message_user(request, f"{'Banned' if banned else 'Unbanned'} {len(accounts)} account(s).")
+
+    @admin.action(description="Reset the selected accounts' rate limits (full buckets)", permissions=["ban"])
+    def reset_rate_limits(self, request, queryset):
+        for account in queryset:
+            emptied = ratelimit.reset_account(account)
+            record_operator_action(request.user, "reset rate limits", account.aci, f"{emptied} bucket(s)")
+        self.message_user(request, f"Reset the rate limits of {len(queryset)} account(s).")
+
+    def has_ban_permission(self, request):
+        return request.user.has_perm("accounts.ban_account")
 
     @admin.action(description="Delete the selected accounts and everything they own", permissions=["delete"])
     def delete_accounts(self, request, queryset):
         for account in queryset:
             services.delete_account(account=account)
+            record_operator_action(request.user, "delete account", account.aci)
         self.message_user(request, f"Deleted {len(queryset)} account(s).")
 
     def get_actions(self, request):
@@ -72,6 +102,7 @@ class AccountAdmin(admin.ModelAdmin):
 
     def delete_model(self, request, obj):
         services.delete_account(account=obj)
+        record_operator_action(request.user, "delete account", obj.aci)
 
     def get_queryset(self, request):
         from django.db.models import Count

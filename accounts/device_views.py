@@ -2,7 +2,7 @@
 
 from datetime import UTC, datetime, time
 
-from asgiref.sync import async_to_sync, sync_to_async
+from asgiref.sync import sync_to_async
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import serializers
@@ -10,13 +10,12 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from accounts import devices
-from accounts.consumers import deliver_provisioning_message
 from accounts.models import Device
 from accounts.registration_serializers import ApnTokenSerializer, GcmTokenSerializer
 from accounts.serializers import DEVICE_NAME_MAX_BYTES, REGISTRATION_ID_MAX, CapabilitiesField
 from keys.serializers import ECSignedPreKeySerializer, KEMSignedPreKeySerializer
 from signalserver.auth import parse_basic_header
-from signalserver.errors import BadRequest, NotFound, Unauthorized, UnprocessableEntity
+from signalserver.errors import BadRequest, RateLimited, Unauthorized, UnprocessableEntity, json_error
 from signalserver.fields import Base64Field
 from signalserver.waiting import request_principal, wait_for_group_event
 from signalserver.wire import b64decode, b64encode
@@ -194,8 +193,7 @@ class ProvisioningView(APIView):
             raise UnprocessableEntity("body must be base64") from None
         if not envelope:
             raise UnprocessableEntity("body must not be empty")
-        if not async_to_sync(deliver_provisioning_message)(destination, envelope):
-            raise NotFound()
+        devices.send_provisioning_message(account=request.auth.account, address=destination, envelope=envelope)
         return Response(status=204)
 
 
@@ -242,6 +240,10 @@ async def wait_for_linked_device_endpoint(request, identifier: str):
     except BadRequest:
         principal = None  # the view answers 400
     if principal is not None:
+        try:
+            await sync_to_async(devices.check_link_wait_rate)(account=principal.account)
+        except RateLimited as limited:
+            return json_error(limited)
         await wait_for_group_event(
             devices.linked_device_group(identifier),
             lambda: devices.get_linked_device(account=principal.account, identifier=identifier) is not None,

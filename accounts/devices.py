@@ -22,8 +22,9 @@ from accounts.registration import MIN_PASSWORD_LENGTH, REQUIRED_CAPABILITIES
 from accounts.services import disconnect_devices
 from keys.models import Identity, IdentityKey
 from keys.services import SignedPreKeyData, store_repeated_use_keys, verify_signed_prekeys
+from signalserver import ratelimit
 from signalserver.auth import MAX_CREDENTIAL_LENGTH, SaltedTokenHash
-from signalserver.errors import Conflict, DomainError, Forbidden, Unauthorized, UnprocessableEntity
+from signalserver.errors import Conflict, DomainError, Forbidden, NotFound, Unauthorized, UnprocessableEntity
 from signalserver.wire import b64encode_url
 
 LINK_TOKEN_LIFETIME = timedelta(minutes=10)
@@ -59,6 +60,7 @@ def token_identifier(verification_code: str) -> str:
 
 def issue_link_token(*, account: Account, device: Device) -> LinkToken:
     """`GET /v1/devices/provisioning/code`: a single-use token, valid 10 minutes, for the primary."""
+    ratelimit.check("allocateDevice", str(account.aci), aci=account.aci)
     if device.device_id != PRIMARY_DEVICE_ID:
         raise Unauthorized("only the primary device links devices")
     count = Device.objects.filter(account=account).count()
@@ -101,6 +103,7 @@ def link_device(
 ) -> Device:
     """`PUT /v1/devices/link`: add a device to the account the token names, with the next free id."""
     account = _account_for_token(verification_code)
+    ratelimit.check("verifyDevice", str(account.aci), aci=account.aci)
     identifier = token_identifier(verification_code)
     try:
         with transaction.atomic():
@@ -171,6 +174,21 @@ def linked_device_group(identifier: str) -> str:
 def _announce_linked_device(identifier: str) -> None:
     layer = get_channel_layer()
     async_to_sync(layer.group_send)(linked_device_group(identifier), {"type": "device.linked"})
+
+
+def check_link_wait_rate(*, account: Account) -> None:
+    """`waitForLinkedDevice`: each wait costs a permit of the account, before it starts waiting."""
+    ratelimit.check("waitForLinkedDevice", str(account.aci), aci=account.aci)
+
+
+def send_provisioning_message(*, account: Account, address: str, envelope: bytes) -> None:
+    """`PUT /v1/provisioning/{address}`: hand a ProvisionEnvelope to the socket waiting on that
+    address (404 when none is). Counted by the sender's `messages` bucket (spec §8.2)."""
+    from accounts.consumers import deliver_provisioning_message
+
+    ratelimit.check("messages", str(account.aci), aci=account.aci)
+    if not async_to_sync(deliver_provisioning_message)(address, envelope):
+        raise NotFound()
 
 
 def get_linked_device(*, account: Account, identifier: str) -> Device | None:

@@ -32,7 +32,12 @@ class Account(models.Model):
     # SaltedTokenHash of the 64-hex-character registration lock; empty when no lock is set.
     registration_lock_hash = models.CharField(max_length=80, blank=True, default="")
     registration_lock_salt = models.CharField(max_length=32, blank=True, default="")
+    # Set by an operator (admin): every request of its devices is refused, its sockets closed.
+    banned = models.BooleanField(default=False)
     created = models.DateField(auto_now_add=True)
+
+    class Meta:
+        permissions = [("ban_account", "Can ban and unban accounts and reset their rate limits")]
 
     def __str__(self):
         return str(self.aci)
@@ -167,3 +172,12 @@ class TotpEnrolment(models.Model):
     last_used_step = models.BigIntegerField(default=0)  # replay protection: each code works once
     backup_codes = models.JSONField(default=list)  # [[hash, salt], ...]
     created = models.DateTimeField(auto_now_add=True)
+
+
+class RateLimitPushChallenge(models.Model):
+    """The push challenge last sent to the account's primary (spec §8.3): answered once, within
+    five minutes, with `PUT /v1/challenge`."""
+
+    account = models.OneToOneField(Account, on_delete=models.CASCADE, primary_key=True, related_name="+")
+    challenge = models.CharField(max_length=32)  # 16 random bytes, hex
+    expires_at = models.DateTimeField()

@@ -31,6 +31,7 @@ from accounts.services import (
 from accounts.totp import check_registration_totp
 from keys.models import Identity
 from keys.services import SignedPreKeyData, set_identity_keys, store_repeated_use_keys, verify_signed_prekeys
+from signalserver import ratelimit
 from signalserver.auth import LOCKED_PREFIX, MAX_CREDENTIAL_LENGTH, SaltedTokenHash
 from signalserver.errors import (
     BadRequest,
@@ -112,6 +113,7 @@ def register_account(
         raise MissingCapability()
 
     number = normalize_number(number)
+    ratelimit.check("registration", ratelimit.hashed(number))
     _verify_number_proof(number=number, session_id=session_id, recovery_password=recovery_password)
 
     outcome = _create_or_reregister(
@@ -193,9 +195,13 @@ def _create_or_reregister(
         if primary is not None and "transfer" in primary.capabilities and not skip_device_transfer:
             raise DeviceTransferAvailable()
         time_remaining = _registration_lock_time_remaining(existing, old_devices)
+        if time_remaining is not None and attributes["registrationLock"]:
+            ratelimit.check("pin", ratelimit.hashed(number))  # each guess at the lock costs a permit
         if time_remaining is not None and not _registration_lock_matches(existing, attributes["registrationLock"]):
             _lock_out(existing, old_devices)
             return _LockedOut(time_remaining_ms=time_remaining // timedelta(milliseconds=1))
+        if time_remaining is not None:
+            ratelimit.reset("pin", ratelimit.hashed(number))  # the right lock clears the guesses
         # Spec §2.2 step 7: proving the number (and the lock) is not enough when the account has a
         # second factor. 441 rolls back everything above; an accepted code is spent with the commit.
         check_registration_totp(account=existing, code=totp)

@@ -10,7 +10,9 @@ from channels.layers import get_channel_layer
 from django.db import transaction
 from django.utils import timezone
 
+from accounts import selectors
 from accounts.models import Account, DeletedAccount, Device, RegistrationRecoveryPassword
+from signalserver import ratelimit
 from signalserver.auth import SaltedTokenHash
 from signalserver.errors import BadRequest
 
@@ -38,6 +40,19 @@ def disconnect_devices(*, aci, device_ids, code: int = CLOSE_CREDENTIALS_CHANGED
     transaction.on_commit(send)
 
 
+def check_account_existence(service_id, *, client_ip: str | None) -> bool:
+    """`HEAD /v1/accounts/account/{id}`: counted per client address (`checkAccountExistence`)."""
+    ratelimit.check("checkAccountExistence", ratelimit.hashed(client_ip) if client_ip else None)
+    return selectors.account_exists(service_id)
+
+
+def set_account_banned(*, account: Account, banned: bool) -> None:
+    """An operator's ban (or unban): a banned account's requests are refused at authentication and
+    its open sockets close with 4401 once this commits."""
+    Account.objects.filter(pk=account.pk).update(banned=banned)
+    account.banned = banned
+    if banned:
+        disconnect_devices(aci=account.aci, device_ids=account.devices.values_list("device_id", flat=True))
 
 
 def store_recovery_password(*, pni, password: bytes) -> None:

@@ -32,6 +32,7 @@ from django.conf import settings
 from django.db import transaction
 
 from accounts.models import PRIMARY_DEVICE_ID, Account, Device, TotpEnrolment
+from signalserver import ratelimit
 from signalserver.auth import SaltedTokenHash
 from signalserver.errors import Conflict, Forbidden, TotpRequired
 
@@ -71,11 +72,8 @@ def _decrypt(blob: bytes, account: Account) -> str | None:
 
 def check_totp_rate_limit(account: Account) -> None:
     """Spend one `checkTotp` permit of the account (spec §8.2: bucket 5, one per 6 s, keyed by ACI),
-    raising RateLimited (429) when none is left.
-
-    TODO(issue 7): call the named limiter of `signalserver.ratelimit` here once it lands. Until then
-    this is the one call site every TOTP check goes through, and it lets every check pass.
-    """
+    raising RateLimited (429) when none is left."""
+    ratelimit.check("checkTotp", str(account.aci), aci=account.aci)
 
 
 @dataclass(frozen=True, slots=True)

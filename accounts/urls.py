@@ -1,6 +1,6 @@
 from django.urls import path
 
-from accounts import device_views, registration_views, token_views, totp_views, verification_views, views
+from accounts import challenge_views, device_views, registration_views, token_views, totp_views, verification_views, views
 
 urlpatterns: list = [
     path("v1/verification/session", verification_views.CreateSessionView.as_view()),
@@ -20,5 +20,7 @@ urlpatterns: list = [
     path("v1/accounts/me", views.DeleteAccountView.as_view()),
     path("v1/accounts/registration_lock", views.RegistrationLockView.as_view()),
     path("v1/accounts/totp", totp_views.TotpView.as_view()),
+    path("v1/challenge", challenge_views.ChallengeView.as_view()),
+    path("v1/challenge/push", challenge_views.PushChallengeView.as_view()),
     path("v1/accounts/account/<str:service_id>", views.AccountExistsView.as_view()),
 ]

@@ -47,6 +47,7 @@ from accounts.models import PhoneNumberIdentifier, RegistrationRecoveryPassword,
 from accounts.phone import normalize_number
 from accounts.senders import SMS, TRANSPORTS, VOICE, VerificationSender, get_sender
 from push.services import send_push_challenge
+from signalserver import ratelimit
 from signalserver.errors import (
     BadRequest,
     Conflict,
@@ -170,6 +171,11 @@ def update_session(
     403 (with the session) when a challenge or captcha is wrong; earlier changes stay saved."""
     raw_id = session_id_from_text(session_id)
     _check_push_token_pair(push_token, push_token_type)
+    # Every answer to a challenge costs a permit of the session's bucket, right or wrong.
+    if push_challenge is not None:
+        ratelimit.check("verificationPushChallenge", raw_id.hex())
+    if captcha is not None:
+        ratelimit.check("verificationCaptcha", raw_id.hex())
     provider = get_captcha_provider() if captcha is not None else None
 
     session, challenge_rejected = _apply_push_information(raw_id, push_token, push_token_type, push_challenge)

@@ -91,6 +91,7 @@ class AccountExistsView(APIView):
             400: OpenApiResponse(description="Called with credentials"),
             404: OpenApiResponse(description="No such account"),
             422: OpenApiResponse(description="Not a service id"),
+            429: OpenApiResponse(description="Too many lookups from this address (`checkAccountExistence`)"),
         },
         summary="Does an account exist (clients use HEAD)",
     )
@@ -101,6 +102,6 @@ class AccountExistsView(APIView):
             parsed = ServiceId.parse(service_id)
         except ValueError:
             raise UnprocessableEntity("invalid service id") from None
-        if not selectors.account_exists(parsed):
+        if not services.check_account_existence(parsed, client_ip=request.META.get("REMOTE_ADDR")):
             raise NotFound()
         return Response(status=200)

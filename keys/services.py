@@ -24,6 +24,7 @@ from keys.models import (
     OneTimePreKey,
     SignedPreKey,
 )
+from signalserver import ratelimit
 from signalserver.crypto import verify_xeddsa
 from signalserver.errors import BadRequest, InvalidSignature, NotFound, Unauthorized, UnprocessableEntity
 from signalserver.wire import ServiceId
@@ -266,12 +267,10 @@ def _account_for(target: ServiceId):
 
 
 def _check_prekey_fetch_rate(caller, target: ServiceId, device_selector: str, devices) -> None:
-    """Where the `prekeys` limiter (spec §8.2) is checked, keyed by caller and target device.
-
-    TODO(issue 7): check `prekeys` with the key below once the named limiters exist.
-    """
+    """The `prekeys` limiter (spec §3.3), keyed by the caller's device and the target device."""
     registration = str(devices[0].registration_id) if device_selector != "*" else "*"
-    _key = f"{caller.account.aci}.{caller.device.device_id}__{target.uuid}.{device_selector}.{registration}"
+    key = f"{caller.account.aci}.{caller.device.device_id}__{target.uuid}.{device_selector}.{registration}"
+    ratelimit.check("prekeys", key, aci=caller.account.aci)
 
 
 def _claim_device_keys(device, identity: Identity) -> DeviceBundle | None:

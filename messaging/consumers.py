@@ -25,7 +25,7 @@ from accounts.services import device_group
 from messaging.envelopes import parse_envelope
 from messaging.presence import PRESENCE_REFRESH_SECONDS, get_presence
 from messaging.services import EPHEMERAL_MAX_AGE_MS, acknowledge_messages, list_queued, now_ms, purge_if_due
-from signalserver.auth import InvalidCredentials, authenticate_authorization
+from signalserver.auth import AccountBanned, InvalidCredentials, authenticate_authorization
 from signalserver.tunnel import dispatch, merge_headers
 from signalserver.websocket import CLOSE_NORMAL, CLOSE_SERVER_ERROR, FramedConsumer
 
@@ -55,7 +55,7 @@ class ChatConsumer(FramedConsumer):
         self.client_address = client[0] or ""
         try:
             self.principal = await database_sync_to_async(authenticate_authorization)(self._authorization())
-        except InvalidCredentials:
+        except (InvalidCredentials, AccountBanned):
             await self.close()  # before accept: the upgrade is refused with 403
             return
         self.requests = asyncio.Semaphore(MAX_CONCURRENT_REQUESTS)

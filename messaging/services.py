@@ -17,6 +17,7 @@ from django.conf import settings
 from django.db import IntegrityError, connection, transaction
 
 from accounts.models import MAX_DEVICE_ID, Account, Device
+from accounts.challenges import check_challenge_gated
 from accounts.selectors import has_unidentified_access
 from messaging.envelopes import (
     CLIENT_TYPES,
@@ -31,6 +32,7 @@ from messaging.models import QueuedMessage
 from messaging.multi_recipient import MultiRecipientMessage
 from messaging.notify import notify_committed
 from messaging.reports import report_token
+from signalserver import ratelimit
 from signalserver.errors import (
     BadRequest,
     Conflict,
@@ -141,6 +143,7 @@ def send_message(
         account = _resolve(destination)
         if account is None:
             return False  # never reveal whether a story's destination exists
+        ratelimit.check("stories", str(account.aci))
     elif sender is None:
         # Sealed sender: unknown and PNI destinations look exactly like a wrong key (401, not 404).
         account = None if access_key is None or destination.is_pni else _resolve(destination)
@@ -155,6 +158,10 @@ def send_message(
         account = sender.account if is_sync else _resolve(destination)
         if account is None:
             raise NotFound()
+        if not is_sync:
+            pair = ratelimit.pair_key(sender.account.aci, account.aci)
+            check_challenge_gated("messages", pair, account=sender.account)
+    ratelimit.check("inboundMessageBytes", str(account.aci), permits=sum(len(m.content) for m in messages))
 
     server_timestamp = now_ms()
     # Stories and sealed-sender messages carry no sender anywhere on the server.

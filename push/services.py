@@ -12,8 +12,9 @@ import logging
 logger = logging.getLogger(__name__)
 
 
-def send_push_challenge(token_type: str, token: str, challenge: str) -> None:
-    """Send a registration push challenge (data key `challenge`, spec §7.3) to an APNs/FCM token."""
+def send_push_challenge(token_type: str, token: str, challenge: str, *, data_key: str = "challenge") -> None:
+    """Send a push challenge to an APNs/FCM token (spec §7.3): data key `challenge` for a
+    verification session, `rateLimitChallenge` for a rate-limit challenge (spec §8.3)."""
     # Neither the token nor the challenge is logged: either one would let a reader answer it.
     logger.info("push challenge not sent: push delivery is disabled", extra={"push_platform": token_type})
 

@@ -18,6 +18,8 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from rest_framework.authentication import BaseAuthentication
 
+from signalserver.errors import Forbidden
+
 LOCKED_PREFIX = "!"
 HASH_VERSION = "2."
 MAX_CREDENTIAL_LENGTH = 512  # longer usernames/passwords are refused before any hashing
@@ -132,6 +134,12 @@ class InvalidCredentials(Exception):
     """Credentials were presented but do not authenticate any device."""
 
 
+class AccountBanned(Forbidden):
+    """The credentials are right but an operator banned the account: every request is refused."""
+
+    message = "Account banned"
+
+
 def authenticate_authorization(header: str | None) -> AuthenticatedDevice | None:
     """The device an `Authorization` header authenticates, or None when it presents no credentials.
 
@@ -157,6 +165,8 @@ def authenticate_authorization(header: str | None) -> AuthenticatedDevice | None
         principal = authenticate_device(*credentials) if credentials is not None else None
     if principal is None:
         raise InvalidCredentials()
+    if principal.account.banned:
+        raise AccountBanned()
     return principal
 
 

@@ -78,6 +78,19 @@ class RateLimited(DomainError):
         self.retry_after = retry_after
 
 
+class ChallengeRequired(DomainError):
+    """A limit that a challenge lifts (spec §8.3): prove to be human or to hold the primary device
+    with `PUT /v1/challenge`, then try again. `options`: the kinds currently allowed."""
+
+    status = 428
+    message = "Challenge required"
+
+    def __init__(self, token: str, options: list[str], retry_after: int | None = None):
+        headers = {"Retry-After": str(max(0, int(retry_after)))} if retry_after is not None else {}
+        super().__init__(body={"token": token, "options": options}, headers=headers)
+        self.options = options
+
+
 class ServiceUnavailable(DomainError):
     """A dependency we need to answer (e.g. the captcha provider) cannot be reached."""
 
@@ -195,6 +208,13 @@ def error_response(exc: Exception) -> tuple[int, Any, dict[str, str]] | None:
     if isinstance(exc, drf.APIException):
         return exc.status_code, {"code": exc.status_code, "message": str(exc.detail)}, {}
     return None
+
+
+def json_error(exc: DomainError):
+    """A domain error as a plain Django response, for the few async views outside DRF."""
+    from django.http import JsonResponse
+
+    return JsonResponse(exc.body(), status=exc.status, headers=exc.headers, safe=False)
 
 
 def drf_exception_handler(exc: Exception, context: dict) -> Response | None:

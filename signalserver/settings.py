@@ -146,6 +146,11 @@ MESSAGE_RETENTION_DAYS = env_int("MESSAGE_RETENTION_DAYS", 30)
 # Largest WebSocket frame accepted; a bigger one closes the socket with 1009 (spec §4.7).
 WEBSOCKET_MAX_FRAME_BYTES = env_int("WEBSOCKET_MAX_FRAME_BYTES", 512 * 1024)
 
+# --- Abuse ------------------------------------------------------------------------------------
+# Behind a reverse proxy: the header it puts the client's address in (e.g. X-Forwarded-For; its
+# last entry is used). Empty: the peer address of the connection. Per-IP limits and IP bans use it.
+TRUSTED_PROXY_HEADER = env("TRUSTED_PROXY_HEADER")
+
 # --- Auth, i18n, static -----------------------------------------------------------------------
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},

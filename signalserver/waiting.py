@@ -13,7 +13,7 @@ from collections.abc import Callable
 from asgiref.sync import sync_to_async
 from channels.layers import get_channel_layer
 
-from signalserver.auth import TUNNEL_PRINCIPAL, InvalidCredentials, authenticate_authorization
+from signalserver.auth import TUNNEL_PRINCIPAL, AccountBanned, InvalidCredentials, authenticate_authorization
 
 
 async def wait_for_group_event(group: str, ready: Callable[[], bool], seconds: float) -> None:
@@ -41,5 +41,5 @@ def request_principal(request):
         return tunnelled
     try:
         return authenticate_authorization(request.headers.get("Authorization"))
-    except InvalidCredentials:
+    except (InvalidCredentials, AccountBanned):
         return None

@@ -20,3 +20,15 @@ def client_for():
         return api
 
     return make
+
+
+@pytest.fixture(autouse=True)
+def fresh_rate_limits():
+    """Every test starts with full rate-limit buckets and reads the operator settings afresh (the
+    database of the previous test was rolled back under this process's copy)."""
+    from signalserver import operator_settings, ratelimit
+
+    ratelimit.buckets().delete([ratelimit.bucket_key("*", "*")])
+    operator_settings.forget()
+    yield
+    operator_settings.forget()

@@ -55,3 +55,15 @@ def basic_auth(username: str, password: str) -> str:
 def device_auth(device: Device, password: str = DEFAULT_PASSWORD) -> str:
     """The Authorization header of a device's credentials."""
     return basic_auth(f"{device.account_id}.{device.device_id}", password)
+
+
+def override_limit(limiter: str, bucket_size: int, permit_seconds: float, account=None):
+    """What an operator does in the admin: replace a limiter's bucket (for everyone, or one account)."""
+    from signalserver import operator_settings
+    from signalserver.models import LimitOverride
+
+    override = LimitOverride.objects.create(
+        limiter=limiter, account=account, bucket_size=bucket_size, permit_seconds=permit_seconds
+    )
+    operator_settings.changed()
+    return override

@@ -3,7 +3,6 @@
 import json
 import time
 import uuid
-from datetime import timedelta
 
 import jwt
 import pytest

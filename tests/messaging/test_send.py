@@ -8,7 +8,7 @@ import pytest
 from messaging.envelopes import parse_envelope
 from messaging.models import QueuedMessage
 from messaging.services import MAX_CONTENT_BYTES, purge_expired_messages
-from tests.factories import AccountFactory, DeviceFactory
+from tests.factories import AccountFactory, DeviceFactory, override_limit
 from tests.messaging.helpers import all_devices, message_list
 
 pytestmark = pytest.mark.django_db
@@ -258,6 +258,7 @@ def test_stories_are_listed_only_with_the_receive_stories_header(client, client_
 
 def test_get_messages_pages_by_100(client_for, alice):
     target = DeviceFactory()
+    override_limit("messages", 200, 1, account=alice.account)  # 101 sends at once
     for _ in range(101):
         send(client_for(alice), target.account_id, message_list([(1, target.registration_id)]))
 

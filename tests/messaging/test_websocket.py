@@ -13,7 +13,7 @@ from rest_framework.test import APIClient
 from messaging import services
 from messaging.models import QueuedMessage
 from signalserver.proto.websocket_pb2 import WebSocketMessage
-from tests.factories import DeviceFactory, device_auth
+from tests.factories import DeviceFactory, device_auth, override_limit
 from tests.messaging.helpers import (
     message_list,
     next_message,
@@ -174,6 +174,7 @@ async def test_at_most_256_deliveries_are_outstanding(pair):
 
 
 def _queue_many(alice, bob, count):
+    override_limit("messages", count, 1, account=alice.account)
     for _ in range(count):
         send_rest(alice, bob)
 

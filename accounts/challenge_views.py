@@ -1,0 +1,69 @@
+"""Rate-limit challenges (spec §8.3): `PUT /v1/challenge` and `POST /v1/challenge/push`, thin views
+over `accounts.challenges`."""
+
+from drf_spectacular.utils import OpenApiResponse, extend_schema
+from rest_framework import serializers
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from accounts import challenges
+from signalserver.errors import BadRequest
+
+MAX_ANSWER_CHARS = 4096
+CAPTCHA_TYPES = ("captcha", "recaptcha")  # "recaptcha": clients from before 2024 (spec §8.3)
+PUSH_TYPE = "rateLimitPushChallenge"
+
+
+class ChallengeAnswerSerializer(serializers.Serializer):
+    type = serializers.ChoiceField(choices=[*CAPTCHA_TYPES, PUSH_TYPE])
+    token = serializers.CharField(max_length=MAX_ANSWER_CHARS, required=False)
+    captcha = serializers.CharField(max_length=MAX_ANSWER_CHARS, required=False)
+    challenge = serializers.CharField(max_length=64, required=False)
+
+
+class ChallengeView(APIView):
+    @extend_schema(
+        tags=["challenges"],
+        summary="Answer a rate-limit challenge (the 428 of a send)",
+        request=ChallengeAnswerSerializer,
+        responses={
+            200: OpenApiResponse(description="Accepted: the limits it guards are lifted"),
+            400: OpenApiResponse(description="Invalid captcha argument (token not issued to this account, no provider)"),
+            401: OpenApiResponse(description="Missing or wrong device credentials"),
+            428: OpenApiResponse(description="Not accepted: `{token, options}` to try again"),
+            429: OpenApiResponse(description="Too many attempts or lifts; `Retry-After`"),
+            503: OpenApiResponse(description="The captcha provider cannot be reached"),
+        },
+    )
+    def put(self, request):
+        answer = ChallengeAnswerSerializer(data=request.data)
+        answer.is_valid(raise_exception=True)
+        data, account = answer.validated_data, request.auth.account
+        if data["type"] == PUSH_TYPE:
+            if "challenge" not in data:
+                raise BadRequest("challenge is required")
+            challenges.answer_push_challenge(account=account, challenge=data["challenge"])
+        else:
+            if "token" not in data or "captcha" not in data:
+                raise BadRequest("token and captcha are required")
+            challenges.answer_captcha(
+                account=account, token=data["token"], captcha=data["captcha"], remote_ip=request.META.get("REMOTE_ADDR")
+            )
+        return Response(status=200)
+
+
+class PushChallengeView(APIView):
+    @extend_schema(
+        tags=["challenges"],
+        summary="Send a rate-limit push challenge to the account's primary device",
+        request=None,
+        responses={
+            200: OpenApiResponse(description="Sent (valid five minutes)"),
+            401: OpenApiResponse(description="Missing or wrong device credentials"),
+            404: OpenApiResponse(description="The primary device has no push token"),
+            429: OpenApiResponse(description="Not permitted now; `Retry-After`"),
+        },
+    )
+    def post(self, request):
+        challenges.send_rate_limit_push_challenge(account=request.auth.account)
+        return Response(status=200)

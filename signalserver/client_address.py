@@ -1,0 +1,61 @@
+"""ASGI middleware in front of everything (HTTP and WebSocket): the client's real address, and
+banned address ranges refused before authentication or any other work (DESIGN.md §7)."""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import logging
+
+from django.conf import settings
+from redis.exceptions import RedisError
+
+from signalserver import operator_settings
+
+logger = logging.getLogger(__name__)
+
+BANNED_BODY = json.dumps({"code": 403, "message": "Forbidden"}).encode()
+
+
+def client_ip(scope) -> str | None:
+    """The trusted proxy header's last entry when one is configured and well formed, otherwise
+    the connection's peer address."""
+    peer = scope["client"][0] if scope.get("client") else None
+    header = settings.TRUSTED_PROXY_HEADER
+    if not header:
+        return peer
+    wanted = header.lower().encode("latin-1")
+    for name, value in scope.get("headers", ()):
+        if name.lower() == wanted:
+            candidate = value.decode("latin-1").rsplit(",", 1)[-1].strip()
+            try:
+                return str(ipaddress.ip_address(candidate))
+            except ValueError:
+                return peer
+    return peer
+
+
+class ClientAddressMiddleware:
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] not in ("http", "websocket"):
+            return await self.app(scope, receive, send)
+        ip = client_ip(scope)
+        if ip is not None and (not scope.get("client") or scope["client"][0] != ip):
+            scope = dict(scope, client=(ip, 0))  # what Django (REMOTE_ADDR) and consumers read
+        try:
+            banned = (await operator_settings.acurrent()).ip_banned(ip)
+        except RedisError:
+            cached = operator_settings.cached()
+            banned = cached is not None and cached.ip_banned(ip)
+        if not banned:
+            return await self.app(scope, receive, send)
+        if scope["type"] == "http":
+            headers = [(b"content-type", b"application/json"), (b"content-length", str(len(BANNED_BODY)).encode())]
+            await send({"type": "http.response.start", "status": 403, "headers": headers})
+            await send({"type": "http.response.body", "body": BANNED_BODY})
+        else:
+            await receive()  # websocket.connect
+            await send({"type": "websocket.close", "code": 4403})  # before accept: the upgrade gets 403

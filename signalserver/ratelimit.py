@@ -1,0 +1,276 @@
+"""Named token-bucket rate limiters (spec §8, DESIGN.md §7).
+
+A bucket per (limiter, key) holds up to `bucket_size` permits and gets one back every
+`permit_seconds` (a continuous leak). A check asks for N permits (1, or a byte count) and either
+takes them or fails with the time until enough are back, which becomes `Retry-After`. Defaults are
+the table below; operators override a limiter for everyone or for one account in the admin, and the
+change holds from the next request on every node (see `operator_settings`).
+
+With `REDIS_URL` the bucket lives in Redis and one Lua script checks and takes atomically, together
+with the check that this process's overrides are current. Without it (the embedded run) a
+process-local table does the same.
+
+Services call `check` (never views), so REST and tunnelled WebSocket requests share every limit.
+Keys that hold a phone number or an IP address are hashed with a key derived from SECRET_KEY
+(`hashed`): Redis never sees them, and the hash cannot be reversed by trying every number.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import math
+import threading
+import time
+from dataclasses import dataclass
+from functools import cache
+
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+from django.conf import settings
+from redis.exceptions import RedisError
+
+from signalserver.errors import RateLimited, ServiceUnavailable
+
+logger = logging.getLogger(__name__)
+
+# When the key (an IP) is unknown, a limiter that does not fail open asks to come back in an hour.
+UNKNOWN_KEY_RETRY_SECONDS = 3600
+
+
+@dataclass(frozen=True, slots=True)
+class Limit:
+    bucket_size: int
+    permit_seconds: float  # time for one permit to come back
+
+
+@dataclass(frozen=True, slots=True)
+class Limiter:
+    name: str
+    default: Limit
+    fail_open: bool
+    keyed_by: str  # what the key is: "account", "number", "ip", "session", "sender→recipient", ...
+
+
+def _limiters(*rows: tuple[str, int, float, bool, str]) -> dict[str, Limiter]:
+    return {name: Limiter(name, Limit(size, seconds), fail_open, keyed_by) for name, size, seconds, fail_open, keyed_by in rows}
+
+
+MINUTE, HOUR, DAY = 60, 3600, 86400
+# Spec §8.2 (Signal's defaults); the ones whose features we do not serve are left out.
+LIMITERS: dict[str, Limiter] = _limiters(
+    ("registration", 6, 30, False, "number"),
+    ("verificationPushChallenge", 5, 30, False, "session"),
+    ("verificationCaptcha", 10, 30, False, "session"),
+    ("pin", 10, DAY, False, "number"),
+    ("checkTotp", 5, 6, False, "account"),
+    ("allocateDevice", 6, 2 * MINUTE, False, "account"),
+    ("verifyDevice", 6, 2 * MINUTE, False, "account"),
+    ("waitForLinkedDevice", 10, 30, False, "account"),
+    ("prekeys", 6, 10 * MINUTE, False, "source device→target device"),
+    ("messages", 60, 1, True, "sender→recipient account"),
+    ("stories", 5000, 8, True, "recipient account"),
+    ("inboundMessageBytes", 128 * 1024 * 1024, 0.0005, True, "recipient account (bytes)"),
+    ("profile", 4320, 20, True, "account"),
+    ("attachmentCreate", 50, 1.2, True, "account"),
+    ("attachmentCreateBytes", 1_000_000_000, 0.000001, True, "account (bytes)"),
+    ("usernameLookup", 100, 15 * MINUTE, True, "ip"),
+    ("usernameSet", 100, 15 * MINUTE, False, "account"),
+    ("usernameReserve", 100, 15 * MINUTE, False, "account"),
+    ("usernameLinkOperation", 10, MINUTE, False, "account"),
+    ("usernameLinkLookupPerIp", 100, 15, True, "ip"),
+    ("checkAccountExistence", 1000, 4, True, "ip"),
+    ("batchIdentityCheck", 100, MINUTE, True, "ip"),
+    ("rateLimitReset", 2, 12 * HOUR, False, "account"),
+    ("captchaChallengeAttempt", 10, 144 * MINUTE, False, "account"),
+    ("captchaChallengeSuccess", 2, 12 * HOUR, False, "account"),
+    ("pushChallengeAttempt", 10, 144 * MINUTE, False, "account"),
+    ("pushChallengeSuccess", 2, 12 * HOUR, False, "account"),
+    ("stickerPack", 50, 72 * MINUTE, False, "account"),
+)
+
+
+@cache
+def _hash_key(secret: str) -> bytes:
+    return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=b"signalserver rate-limit keys").derive(
+        secret.encode()
+    )
+
+
+def hashed(value: str) -> str:
+    """A number or an IP address as a rate-limit key: keyed, so it cannot be reversed by guessing."""
+    return hmac.new(_hash_key(settings.SECRET_KEY), value.encode(), hashlib.sha256).hexdigest()[:32]
+
+
+def pair_key(source, destination) -> str:
+    """The key of a limiter counted per (sender, recipient), e.g. `messages`: `sourceAci__destinationAci`."""
+    return f"{source}__{destination}"
+
+
+def bucket_key(name: str, key: str) -> str:
+    return f"rl:{name}:{key}"
+
+
+# ---- buckets --------------------------------------------------------------------------------
+
+# KEYS[1] the bucket, KEYS[2] the operator-settings version. ARGV: bucket size, ms per permit,
+# permits wanted, now (ms), the version the caller's limits come from, "1" to only look.
+# Returns -2 when the caller's limits are out of date (nothing taken), -1 when the permits were
+# taken (or are there, when looking), otherwise the milliseconds until enough permits are back.
+_TAKE = """
+if (redis.call('GET', KEYS[2]) or '0') ~= ARGV[5] then return -2 end
+local size = tonumber(ARGV[1])
+local per = tonumber(ARGV[2])
+local want = tonumber(ARGV[3])
+local now = tonumber(ARGV[4])
+local state = redis.call('HMGET', KEYS[1], 'p', 't')
+local permits = size
+if state[1] then
+  permits = math.min(size, tonumber(state[1]) + math.max(0, now - tonumber(state[2])) / per)
+end
+if permits < want then
+  return math.max(1, math.ceil((want - permits) * per))
+end
+if ARGV[6] == '1' then return -1 end
+permits = permits - want
+local refill = math.ceil((size - permits) * per)
+if refill <= 0 then
+  redis.call('DEL', KEYS[1])
+else
+  redis.call('HSET', KEYS[1], 'p', string.format('%.17g', permits), 't', ARGV[4])
+  redis.call('PEXPIRE', KEYS[1], refill)
+end
+return -1
+"""
+TAKEN, STALE = -1, -2
+
+
+class RedisBuckets:
+    def __init__(self):
+        from signalserver.redis_clients import sync_redis
+
+        self._redis = sync_redis()
+        self._take = self._redis.register_script(_TAKE)
+
+    def take(self, key: str, limit: Limit, permits: int, now_ms: int, version: str, look: bool = False) -> int:
+        from signalserver.operator_settings import VERSION_KEY
+
+        args = [limit.bucket_size, limit.permit_seconds * 1000, permits, now_ms, version, "1" if look else "0"]
+        return int(self._take(keys=[key, VERSION_KEY], args=args))
+
+    def delete(self, patterns: list[str]) -> int:
+        deleted = 0
+        for pattern in patterns:
+            keys = list(self._redis.scan_iter(match=pattern, count=500)) if "*" in pattern else [pattern]
+            if keys:
+                deleted += self._redis.delete(*keys)
+        return deleted
+
+
+class LocalBuckets:
+    """The same buckets in this process (embedded run): the in-process settings are always current."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._buckets: dict[str, tuple[float, int]] = {}  # key -> (permits, at ms)
+
+    def take(self, key: str, limit: Limit, permits: int, now_ms: int, version: str, look: bool = False) -> int:
+        per_ms = limit.permit_seconds * 1000
+        with self._lock:
+            available, at = self._buckets.get(key, (limit.bucket_size, now_ms))
+            available = min(limit.bucket_size, available + max(0, now_ms - at) / per_ms)
+            if available < permits:
+                return max(1, math.ceil((permits - available) * per_ms))
+            if look:
+                return TAKEN
+            available -= permits
+            if available >= limit.bucket_size:
+                self._buckets.pop(key, None)
+            else:
+                self._buckets[key] = (available, now_ms)
+            return TAKEN
+
+    def delete(self, patterns: list[str]) -> int:
+        import fnmatch
+
+        with self._lock:
+            doomed = [key for key in self._buckets if any(fnmatch.fnmatchcase(key, p) for p in patterns)]
+            for key in doomed:
+                del self._buckets[key]
+        return len(doomed)
+
+
+@cache
+def buckets() -> RedisBuckets | LocalBuckets:
+    return RedisBuckets() if settings.REDIS_URL else LocalBuckets()
+
+
+# ---- checks -----------------------------------------------------------------------------------
+
+# Milliseconds since the epoch; the buckets of every node compare these (NTP-synchronised clocks).
+# Tests move it forward to watch a bucket refill.
+clock_ms = lambda: time.time_ns() // 1_000_000  # noqa: E731
+
+
+def check(name: str, key: str | None, *, permits: int = 1, aci=None) -> None:
+    """Take `permits` from limiter `name`'s bucket for `key`, or raise RateLimited with the seconds
+    until they are back. `aci`: the account the request acts for, whose overrides then apply.
+
+    `key` None (e.g. no client IP known): a limiter that fails open lets the request through, the
+    others refuse it for an hour (spec §8.1).
+    """
+    limiter = LIMITERS[name]
+    if key is None:
+        if limiter.fail_open:
+            return
+        raise RateLimited(UNKNOWN_KEY_RETRY_SECONDS)
+    if permits <= 0:
+        return
+    try:
+        outcome = _take(limiter, key, permits, aci)
+    except RedisError as error:
+        logger.warning("rate limiter unavailable", extra={"limiter": name, "error": type(error).__name__})
+        if limiter.fail_open:
+            return
+        raise ServiceUnavailable("rate limiter unavailable") from None
+    if outcome != TAKEN:
+        raise RateLimited(math.ceil(outcome / 1000))
+
+
+def available(name: str, key: str, *, permits: int = 1, aci=None) -> bool:
+    """Whether `check` would let `permits` through now, without taking them (False when Redis fails)."""
+    try:
+        return _take(LIMITERS[name], key, permits, aci, look=True) == TAKEN
+    except RedisError:
+        return False
+
+
+def _take(limiter: Limiter, key: str, permits: int, aci, look: bool = False) -> int:
+    from signalserver import operator_settings
+
+    for _ in range(3):  # the settings changed since this process read them: read them again
+        current = operator_settings.current()
+        limit = current.limit(limiter, aci)
+        outcome = buckets().take(bucket_key(limiter.name, key), limit, permits, clock_ms(), current.version, look)
+        if outcome != STALE:
+            return outcome
+        operator_settings.reload()
+    raise RedisError("operator settings version keeps changing")
+
+
+def reset(name: str, key: str) -> None:
+    """Give `key` a full bucket of `name` again (e.g. after a solved challenge); `*` in the key
+    matches any text (e.g. every recipient of one sender)."""
+    buckets().delete([bucket_key(name, key)])
+
+
+def reset_account(account) -> int:
+    """Full buckets again for everything the account is counted by: its ACI, its number, and the
+    messages it sent. Returns how many buckets were emptied."""
+    aci = str(account.aci)
+    patterns = [bucket_key(name, aci) for name, limiter in LIMITERS.items() if limiter.keyed_by == "account"]
+    if account.number:
+        patterns += [bucket_key(name, hashed(account.number)) for name in ("registration", "pin")]
+    patterns.append(bucket_key("messages", pair_key(aci, "*")))
+    return buckets().delete(patterns)
