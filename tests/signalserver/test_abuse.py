@@ -252,3 +252,46 @@ def test_the_ratelimit_command_sets_lists_and_clears_overrides(client_for):
     assert not LimitOverride.objects.exists()
     actions = list(OperatorAction.objects.order_by("at").values_list("operator", "action"))
     assert actions == [(None, "set limit"), (None, "remove limit override")]
+
+
+@pytest.mark.django_db
+def test_a_solved_captcha_lifts_the_send_limit_and_a_wrong_one_is_asked_again(client_for, settings):
+    settings.CAPTCHA_PROVIDER, settings.DEV_CAPTCHA_TOKEN = "development", "solved-captcha"
+    sender, recipient = DeviceFactory(), DeviceFactory()
+    api = client_for(sender)
+    override_limit("messages", 1, 3600, account=sender.account)
+    assert send_to(api, recipient).status_code == 200
+    challenged = send_to(api, recipient)
+    assert challenged.status_code == 428 and challenged.json()["options"] == ["captcha"]
+    token = challenged.json()["token"]
+
+    wrong = api.put("/v1/challenge", {"type": "captcha", "token": token, "captcha": "guess"}, format="json")
+    assert wrong.status_code == 428
+    other_accounts_token = client_for(DeviceFactory()).put(
+        "/v1/challenge", {"type": "captcha", "token": token, "captcha": "solved-captcha"}, format="json"
+    )
+    assert other_accounts_token.status_code == 400  # the token was issued to the sender only
+    solved = api.put("/v1/challenge", {"type": "recaptcha", "token": token, "captcha": "solved-captcha"}, format="json")
+    assert solved.status_code == 200
+
+    assert send_to(api, recipient).status_code == 200
+    assert send_to(api, recipient).status_code == 428  # the limit itself stays: lifted once
+
+
+@pytest.mark.django_db
+def test_lifting_limits_is_itself_limited(client_for, settings):
+    settings.CAPTCHA_PROVIDER, settings.DEV_CAPTCHA_TOKEN = "development", "solved-captcha"
+    sender, recipient = DeviceFactory(), DeviceFactory()
+    api = client_for(sender)
+    override_limit("messages", 1, 3600, account=sender.account)
+    for _ in range(2):  # captchaChallengeSuccess and rateLimitReset: 2 per 12 hours
+        send_to(api, recipient)
+        token = send_to(api, recipient).json()["token"]
+        answer = {"type": "captcha", "token": token, "captcha": "solved-captcha"}
+        assert api.put("/v1/challenge", answer, format="json").status_code == 200
+
+    send_to(api, recipient)
+    exhausted = send_to(api, recipient)
+    assert exhausted.status_code == 429  # no challenge can be answered now: a plain limit
+    answer = {"type": "captcha", "token": token, "captcha": "solved-captcha"}
+    assert api.put("/v1/challenge", answer, format="json").status_code == 429
