@@ -19,7 +19,7 @@ import logging
 import time
 from urllib.parse import parse_qs
 
-from channels.db import database_sync_to_async
+from signalserver.db import in_db_thread
 
 from accounts.services import device_group
 from messaging.envelopes import parse_envelope
@@ -54,7 +54,7 @@ class ChatConsumer(FramedConsumer):
         client = self.scope.get("client") or ("", 0)
         self.client_address = client[0] or ""
         try:
-            self.principal = await database_sync_to_async(authenticate_authorization)(self._authorization())
+            self.principal = await in_db_thread(authenticate_authorization)(self._authorization())
         except (InvalidCredentials, AccountBanned):
             await self.close()  # before accept: the upgrade is refused with 403
             return
@@ -90,7 +90,7 @@ class ChatConsumer(FramedConsumer):
             await self.channel_layer.send(previous, {"type": "device.displaced"})
         self.spawn(self._pump())
         self.wake.set()
-        await database_sync_to_async(purge_if_due)()
+        await in_db_thread(purge_if_due)()
 
     def _authorization(self) -> str | None:
         header = self.upgrade_headers.get("authorization")
@@ -168,7 +168,7 @@ class ChatConsumer(FramedConsumer):
     async def _fill_window(self) -> None:
         while (room := MAX_UNACKNOWLEDGED - len(self.pending)) > 0:
             if self.reread:
-                rows = await database_sync_to_async(list_queued)(
+                rows = await in_db_thread(list_queued)(
                     device_pk=self.device.pk, after_id=self.cursor, limit=min(room, FETCH_BATCH)
                 )
                 for row_id, _guid, envelope, story in rows:
@@ -229,7 +229,7 @@ class ChatConsumer(FramedConsumer):
         # Acks that arrive while one batch is deleted form the next batch: one DELETE per burst.
         while self.acks:
             batch, self.acks = self.acks, []
-            await database_sync_to_async(acknowledge_messages)(device=self.device, row_ids=batch)
+            await in_db_thread(acknowledge_messages)(device=self.device, row_ids=batch)
 
     # --- Events from the rest of the server -----------------------------------------------------
 

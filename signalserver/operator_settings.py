@@ -99,7 +99,7 @@ def current() -> OperatorSettings:
 
 async def acurrent() -> OperatorSettings:
     """The settings, checked against the version in Redis (one GET): for the per-request IP check."""
-    from channels.db import database_sync_to_async
+    from signalserver.db import in_db_thread
 
     cached = _current
     if settings.REDIS_URL:
@@ -112,7 +112,7 @@ async def acurrent() -> OperatorSettings:
     if cached is not None and cached.version == version:
         return cached
     # Outside any request: the connection it opens goes back to the pool when the thread is done.
-    return await database_sync_to_async(reload)()
+    return await in_db_thread(reload)()
 
 
 def changed() -> None:

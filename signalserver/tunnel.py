@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
-from channels.db import database_sync_to_async
+from signalserver.db import in_db_thread
 from django.core.handlers.wsgi import WSGIRequest
 from django.urls import Resolver404, resolve
 
@@ -90,7 +90,7 @@ async def dispatch(*, principal, verb: str, path: str, headers: dict[str, str], 
         for route_verb, pattern, handler in _routes:
             if route_verb == verb and (match := pattern.fullmatch(route_path)):
                 call = Call(principal=principal, headers=headers, query=dict(parse_qsl(parts.query)), body=body)
-                return await database_sync_to_async(_call_handler)(handler, call, match.groupdict())
+                return await in_db_thread(_call_handler)(handler, call, match.groupdict())
         return await _dispatch_to_view(principal, verb, parts.path, parts.query, headers, body, client)
     except Exception:
         logger.exception("tunnelled request failed", extra={"route": verb})
@@ -126,7 +126,7 @@ async def _dispatch_to_view(principal, verb, path, query, headers, body, client)
     if asyncio.iscoroutinefunction(match.func):
         response = await match.func(request, *match.args, **match.kwargs)
     else:
-        response = await database_sync_to_async(_call_view)(match, request)
+        response = await in_db_thread(_call_view)(match, request)
     response_headers = tuple(
         f"{name}:{value}"
         for name, value in response.items()
