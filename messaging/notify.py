@@ -19,6 +19,7 @@ import logging
 import os
 
 from asgiref.sync import SyncToAsync, async_to_sync, sync_to_async
+from channels.exceptions import ChannelFull
 from channels.layers import get_channel_layer
 
 from accounts.services import device_group
@@ -70,6 +71,23 @@ async def _drain(loop: asyncio.AbstractEventLoop) -> None:
         _pending.pop(loop, None)
 
 
+async def _hand_to_socket(layer, channel: str, queued: list) -> bool:
+    """Give the rows to the device's socket; False when its channel is full (a socket that stopped
+    reading, or one on a node that died): the device is then treated as absent and pushed. The
+    rows stay queued either way."""
+    try:
+        for start in range(0, len(queued), MAX_ROWS_PER_NOTIFICATION):
+            rows = [
+                [delivery.row_id, delivery.envelope, delivery.story, delivery.ephemeral]
+                for delivery in queued[start : start + MAX_ROWS_PER_NOTIFICATION]
+            ]
+            await layer.send(channel, {"type": "queue.messages", "messages": rows})
+    except ChannelFull:
+        logger.warning("a delivery socket's channel is full; the device is pushed instead")
+        return False
+    return True
+
+
 async def _notify(deliveries: list) -> None:
     by_device: dict[tuple, list] = {}
     for delivery in deliveries:
@@ -80,19 +98,13 @@ async def _notify(deliveries: list) -> None:
     absent = []
     for (aci, device_id), channel in zip(devices, channels, strict=True):
         queued = by_device[(aci, device_id)]
-        if channel is not None:
-            for start in range(0, len(queued), MAX_ROWS_PER_NOTIFICATION):
-                rows = [
-                    [delivery.row_id, delivery.envelope, delivery.story, delivery.ephemeral]
-                    for delivery in queued[start : start + MAX_ROWS_PER_NOTIFICATION]
-                ]
-                await layer.send(channel, {"type": "queue.messages", "messages": rows})
-        else:
-            durable = [delivery for delivery in queued if not delivery.ephemeral]
-            if durable:  # ephemeral messages for absent devices are dropped, never pushed
-                absent.append(durable)
-                # Long pollers (GET /v1/messages?wait=N) wait on the device group.
-                await layer.group_send(device_group(aci, device_id), {"type": "queue.available"})
+        if channel is not None and await _hand_to_socket(layer, channel, queued):
+            continue
+        durable = [delivery for delivery in queued if not delivery.ephemeral]
+        if durable:  # ephemeral messages for absent devices are dropped, never pushed
+            absent.append(durable)
+            # Long pollers (GET /v1/messages?wait=N) wait on the device group.
+            await layer.group_send(device_group(aci, device_id), {"type": "queue.available"})
     for durable in absent:
         await sync_to_async(request_push, thread_sensitive=False)(
             device_pk=durable[0].device_pk, urgent=any(delivery.urgent for delivery in durable)

@@ -3,6 +3,7 @@
 import asyncio
 import json
 import time
+import uuid
 
 import pytest
 from asgiref.sync import sync_to_async
@@ -432,3 +433,35 @@ async def test_without_beat_a_connecting_device_triggers_the_hourly_purge(pair, 
     await ws.disconnect()
 
     assert not await database_sync_to_async(QueuedMessage.objects.exists)()
+
+
+async def test_a_full_delivery_channel_gets_its_device_pushed_and_the_other_devices_still_notified(pair, caplog):
+    import logging
+
+    from channels.exceptions import ChannelFull
+    from channels.layers import get_channel_layer
+
+    from messaging.presence import get_presence
+
+    caplog.set_level(logging.DEBUG, logger="push.services")
+    alice, bob = pair
+    bob_laptop = await sync_to_async(DeviceFactory)(account=bob.account, device_id=2)
+    # Bob's phone "holds a socket" on a node that stopped reading: its channel is full. (A channel of
+    # this process's layer would not do: the layer reads all of its channels from one list.)
+    layer = get_channel_layer()
+    stuck = f"specific.{uuid.uuid4().hex}!{uuid.uuid4().hex}"
+    await get_presence().claim(bob.account_id, 1, stuck)
+    with pytest.raises(ChannelFull):
+        for _ in range(1000):
+            await layer.send(stuck, {"type": "queue.available"})
+    laptop_ws = await connected(bob_laptop)
+    await queue_empty(laptop_ws)
+
+    await sync_to_async(send_rest)(alice, bob)
+
+    _, envelope = await next_message(laptop_ws)
+    assert envelope.content == b"ciphertext"
+    assert any("channel is full" in record.getMessage() for record in caplog.records)
+    assert any(record.name == "push.services" and "push" in record.getMessage() for record in caplog.records)
+    assert await database_sync_to_async(QueuedMessage.objects.filter(device__device_id=1, device__account=bob.account).count)() == 1
+    await laptop_ws.disconnect()
