@@ -13,9 +13,9 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from bench.client import require_loopback  # noqa: E402
-from bench.scenarios import prekeys, relay  # noqa: E402
+from bench.scenarios import fanout, idle, latency, prekeys, relay  # noqa: E402
 
-SCENARIOS = {"prekeys": prekeys, "relay": relay}
+SCENARIOS = {"prekeys": prekeys, "relay": relay, "latency": latency, "idle": idle, "fanout": fanout}
 
 
 def main(argv=None) -> None:
@@ -27,6 +27,11 @@ def main(argv=None) -> None:
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--pairs", type=int, default=8, help="relay: sender/receiver pairs")
     parser.add_argument("--window", type=int, default=16, help="relay: unanswered sends per sender")
+    parser.add_argument("--rate", type=float, default=200.0, help="latency: offered messages per second in total")
+    parser.add_argument("--sockets", type=int, default=1000, help="idle: sockets to hold open (at most 10,000)")
+    parser.add_argument("--recipients", type=int, default=1000, help="fanout: recipients of the send")
+    parser.add_argument("--rounds", type=int, default=3, help="fanout: sends, each to every recipient")
+    parser.add_argument("--register-concurrency", type=int, default=16, help="registrations at once")
     parser.add_argument("--server-pid", type=int, action="append", default=[], help="measure this process's CPU and RSS")
     parser.add_argument("--first-number", type=int, default=int.from_bytes(os.urandom(2), "big") * 10)
     args = parser.parse_args(argv)

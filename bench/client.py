@@ -128,3 +128,46 @@ def parse_frame(data: bytes) -> WebSocketMessage:
     frame = WebSocketMessage()
     frame.ParseFromString(data)
     return frame
+
+
+def ws_url(url: str) -> str:
+    return url.replace("http://", "ws://", 1).rstrip("/") + "/v1/websocket/"
+
+
+async def open_socket(url: str, account: BenchAccount, on_message=None, on_response=None):
+    """An authenticated delivery socket whose reader acknowledges every server request, passes
+    (envelope bytes, arrival time from time.monotonic()) of each message to `on_message` and each
+    response to a request of ours to `on_response`. Returns (socket, reader task)."""
+    import time
+
+    import websockets
+
+    ws = await websockets.connect(
+        ws_url(url), additional_headers={"Authorization": account.authorization}, max_size=2**22, open_timeout=30
+    )
+
+    async def read() -> None:
+        try:
+            async for data in ws:
+                frame = parse_frame(data)
+                if frame.type == frame.RESPONSE and on_response is not None:
+                    on_response(frame.response)
+                if frame.type != frame.REQUEST:
+                    continue
+                await ws.send(ack_frame(frame.request.id))
+                if on_message is not None and frame.request.path == "/api/v1/message":
+                    on_message(frame.request.body, time.monotonic())
+        except websockets.ConnectionClosed:
+            pass
+
+    return ws, asyncio.ensure_future(read())
+
+
+def raise_open_file_limit() -> int:
+    """As many sockets as the hard limit allows; returns the new soft limit."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return hard

@@ -26,12 +26,39 @@ def _rss_bytes(pid: int) -> int:
     return 0
 
 
+def process_tree(pids: list[int]) -> list[int]:
+    """The processes and all their descendants (a server's workers are its children)."""
+    found, pending = [], list(pids)
+    while pending:
+        pid = pending.pop()
+        found.append(pid)
+        try:
+            for task in os.listdir(f"/proc/{pid}/task"):
+                with open(f"/proc/{pid}/task/{task}/children") as children:
+                    pending += [int(child) for child in children.read().split()]
+        except OSError:
+            continue
+    return found
+
+
+def rss_bytes(pids: list[int]) -> int:
+    """The resident memory of these processes and their descendants."""
+    total = 0
+    for pid in process_tree(pids):
+        try:
+            total += _rss_bytes(pid)
+        except OSError:
+            pass
+    return total
+
+
 class ProcessMeter:
-    """CPU seconds used and RSS of the given server processes between creation and `report`."""
+    """CPU seconds used and RSS of the given server processes (and their workers) between creation
+    and `report`."""
 
     def __init__(self, pids: list[int]):
-        self.pids = pids
-        self.start = {pid: _cpu_seconds(pid) for pid in pids}
+        self.pids = process_tree(pids)
+        self.start = {pid: _cpu_seconds(pid) for pid in self.pids}
 
     def report(self, elapsed: float) -> dict:
         if not self.pids:
@@ -39,5 +66,5 @@ class ProcessMeter:
         cpu = sum(_cpu_seconds(pid) - self.start[pid] for pid in self.pids)
         return {
             "server_cpu_percent": round(100 * cpu / elapsed, 1),
-            "server_rss_mib": round(sum(_rss_bytes(pid) for pid in self.pids) / 2**20, 1),
+            "server_rss_mib": round(rss_bytes(self.pids) / 2**20, 1),
         }
