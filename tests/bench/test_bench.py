@@ -37,6 +37,19 @@ def test_the_prekeys_and_relay_scenarios_run_and_report():
     assert relay["delivered"] > 0 and relay["send_errors"] == 0
 
 
+def test_the_latency_idle_and_fanout_scenarios_run_and_report():
+    override_limit("messages", 10**6, 0.001)
+    with running_server() as server:
+        pid = str(server.process.pid)
+        latency = run_bench(server.url, "latency", "--pairs", "2", "--rate", "20", "--server-pid", pid)
+        idle = run_bench(server.url, "idle", "--sockets", "10", "--server-pid", pid)
+        fanout = run_bench(server.url, "fanout", "--recipients", "10", "--rounds", "2", "--server-pid", pid)
+
+    assert latency["delivered"] > 0 and latency["send_errors"] == 0 and latency["p99_ms"] > 0
+    assert idle["opened"] == idle["still_open_after_idle"] == 10 and idle["server_rss_after_mib"] > 0
+    assert fanout["all_received"] and [r["received"] for r in fanout["rounds"]] == [10, 10]
+
+
 def test_the_benchmark_refuses_addresses_off_this_machine():
     result = subprocess.run(
         [sys.executable, "-m", "bench", "relay", "--url", "http://10.1.2.3:8000"],
