@@ -30,6 +30,7 @@ logger = logging.getLogger(__name__)
 
 # One channel-layer message per device carries at most this many rows; the rest follow.
 MAX_ROWS_PER_NOTIFICATION = 64
+CONCURRENT_HANDOFFS = 64
 
 _pending: dict[asyncio.AbstractEventLoop, list] = {}
 
@@ -95,12 +96,19 @@ async def _notify(deliveries: list) -> None:
     devices = list(by_device)
     channels = await get_presence().alookup(devices)
     layer = get_channel_layer()
+    # Sockets are handed their rows concurrently (a multi-recipient send reaches many at once),
+    # at most CONCURRENT_HANDOFFS channel-layer sends in flight.
+    present = [(device, channel) for device, channel in zip(devices, channels, strict=True) if channel is not None]
+    handed = set()
+    for start in range(0, len(present), CONCURRENT_HANDOFFS):
+        chunk = present[start : start + CONCURRENT_HANDOFFS]
+        results = await asyncio.gather(*(_hand_to_socket(layer, channel, by_device[device]) for device, channel in chunk))
+        handed.update(device for (device, _), ok in zip(chunk, results, strict=True) if ok)
     absent = []
-    for (aci, device_id), channel in zip(devices, channels, strict=True):
-        queued = by_device[(aci, device_id)]
-        if channel is not None and await _hand_to_socket(layer, channel, queued):
+    for (aci, device_id) in devices:
+        if (aci, device_id) in handed:
             continue
-        durable = [delivery for delivery in queued if not delivery.ephemeral]
+        durable = [delivery for delivery in by_device[(aci, device_id)] if not delivery.ephemeral]
         if durable:  # ephemeral messages for absent devices are dropped, never pushed
             absent.append(durable)
             # Long pollers (GET /v1/messages?wait=N) wait on the device group.

@@ -245,9 +245,25 @@ def _check_device_set(
 def _addressable_devices(
     account: Account, destination: ServiceId, *, exclude_device_id: int | None = None
 ) -> dict[int, tuple[int, int | None]]:
-    rows = Device.objects.filter(account_id=account.aci).values_list(
-        "device_id", "pk", "registration_id", "pni_registration_id"
+    return _addressable(_devices_of_accounts([account]).get(account.aci, []), destination, exclude_device_id)
+
+
+def _devices_of_accounts(accounts: list[Account]) -> dict[uuid.UUID, list[tuple]]:
+    """(device id, pk, registration id, PNI registration id) of every device of these accounts,
+    by ACI, in one query."""
+    rows = Device.objects.filter(account_id__in=[account.aci for account in accounts]).values_list(
+        "account_id", "device_id", "pk", "registration_id", "pni_registration_id"
     )
+    found: dict[uuid.UUID, list[tuple]] = {}
+    for aci, *device in rows:
+        found.setdefault(aci, []).append(device)
+    return found
+
+
+def _addressable(
+    rows: list[tuple], destination: ServiceId, exclude_device_id: int | None = None
+) -> dict[int, tuple[int, int | None]]:
+    """device id → (pk, the registration id of the addressed identity)."""
     return {
         device_id: (pk, pni_registration_id if destination.is_pni else registration_id)
         for device_id, pk, registration_id, pni_registration_id in rows
@@ -349,9 +365,10 @@ def send_multi_recipient_message(
     server_timestamp = now_ms()
     with transaction.atomic():
         deliveries, mismatched, stale = [], [], []
+        devices_of = _devices_of_accounts([accounts[recipient.service_id] for recipient in recipients])
         for recipient in recipients:
             account = accounts[recipient.service_id]
-            devices = _addressable_devices(account, recipient.service_id)
+            devices = _addressable(devices_of.get(account.aci, []), recipient.service_id)
             missing, extra, stale_ids = _mismatches(devices, recipient.devices)
             uuid_text = str(recipient.service_id)
             if missing or extra:
