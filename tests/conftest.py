@@ -32,3 +32,31 @@ def fresh_rate_limits():
     operator_settings.forget()
     yield
     operator_settings.forget()
+
+
+@pytest.fixture
+async def reap_stray_tasks():
+    """After an async test: cancel what it left running, repeatedly. Python 3.11's wait_for can
+    swallow a single cancellation (a task then runs on), and pytest-asyncio's runner cancels once
+    and waits for ever; tasks still alive after 10 s are named on stderr."""
+    import asyncio
+    import sys
+
+    yield
+    current = asyncio.current_task()
+    for _ in range(100):
+        stray = [task for task in asyncio.all_tasks() if task is not current and not task.done()]
+        if not stray:
+            return
+        for task in stray:
+            task.cancel()
+        await asyncio.wait(stray, timeout=0.1)
+    print(f"tasks that ignore cancellation: {stray}", file=sys.stderr)
+
+
+def pytest_collection_modifyitems(items):
+    import inspect
+
+    for item in items:
+        if inspect.iscoroutinefunction(getattr(item, "function", None)):
+            item.fixturenames.insert(0, "reap_stray_tasks")
