@@ -58,12 +58,12 @@ class ProcessMeter:
 
     def __init__(self, pids: list[int]):
         self.pids = process_tree(pids)
-        self.start = {pid: _cpu_seconds(pid) for pid in self.pids}
+        self.start = {pid: _cpu_seconds(pid) for pid in self.pids if os.path.exists(f"/proc/{pid}")}
 
     def report(self, elapsed: float) -> dict:
         if not self.pids:
             return {}
-        cpu = sum(_cpu_seconds(pid) - self.start[pid] for pid in self.pids)
+        cpu = sum(_cpu_seconds(pid) - start for pid, start in self.start.items() if os.path.exists(f"/proc/{pid}"))
         return {
             "server_cpu_percent": round(100 * cpu / elapsed, 1),
             "server_rss_mib": round(rss_bytes(self.pids) / 2**20, 1),
