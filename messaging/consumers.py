@@ -117,8 +117,10 @@ class ChatConsumer(FramedConsumer):
         async with self.requests:
             if request.verb == "GET" and request.path.split("?")[0] == KEEPALIVE_PATH:
                 if self.delivering and not await get_presence().refresh(self.aci, self.device.device_id, self.channel_name):
-                    self.closed = True  # no longer this device's delivery socket: no zombie
-                    await self.close(code=CLOSE_NORMAL)
+                    # Another socket took the device over (its displacement notice was lost, e.g.
+                    # with a node that died): the same close as a displacement, no zombie.
+                    self.closed = True
+                    await self.close(code=CLOSE_CONNECTED_ELSEWHERE)
                 return 200, b"", ()
             reply = await dispatch(
                 principal=self.principal,

@@ -255,6 +255,19 @@ async def test_a_newer_socket_displaces_the_older_with_4409(pair):
     await new.disconnect()
 
 
+async def test_a_socket_that_lost_its_device_to_another_finds_out_at_its_keepalive_and_closes_with_4409(pair):
+    from messaging.presence import get_presence
+
+    bob = pair[1]
+    old = await connected(bob)
+    await queue_empty(old)
+    # Taken over without the displacement notice reaching this socket (e.g. it was lost with a node).
+    await get_presence().claim(bob.account_id, 1, f"specific.{uuid.uuid4().hex}!elsewhere")
+
+    await old.send_to(bytes_data=request_frame("GET", "/v1/keepalive"))
+    assert (await old.receive_output(timeout=2)) == {"type": "websocket.close", "code": 4409}
+
+
 async def test_deleting_the_account_closes_its_sockets_with_4401(pair):
     bob = pair[1]
     ws = await connected(bob)
