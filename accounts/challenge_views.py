@@ -7,6 +7,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from accounts import challenges
+from accounts.views import UNAUTHORIZED
 from signalserver.errors import BadRequest
 
 MAX_ANSWER_CHARS = 4096
@@ -29,7 +30,7 @@ class ChallengeView(APIView):
         responses={
             200: OpenApiResponse(description="Accepted: the limits it guards are lifted"),
             400: OpenApiResponse(description="Invalid captcha argument (token not issued to this account, no provider)"),
-            401: OpenApiResponse(description="Missing or wrong device credentials"),
+            401: UNAUTHORIZED,
             428: OpenApiResponse(description="Not accepted: `{token, options}` to try again"),
             429: OpenApiResponse(description="Too many attempts or lifts; `Retry-After`"),
             503: OpenApiResponse(description="The captcha provider cannot be reached"),
@@ -59,7 +60,7 @@ class PushChallengeView(APIView):
         request=None,
         responses={
             200: OpenApiResponse(description="Sent (valid five minutes)"),
-            401: OpenApiResponse(description="Missing or wrong device credentials"),
+            401: UNAUTHORIZED,
             404: OpenApiResponse(description="The primary device has no push token"),
             429: OpenApiResponse(description="Not permitted now; `Retry-After`"),
         },

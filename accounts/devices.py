@@ -11,9 +11,6 @@ from datetime import timedelta
 
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
-from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
@@ -22,6 +19,7 @@ from accounts.registration import MIN_PASSWORD_LENGTH, REQUIRED_CAPABILITIES
 from accounts.services import disconnect_devices
 from keys.models import Identity, IdentityKey
 from keys.services import SignedPreKeyData, store_repeated_use_keys, verify_signed_prekeys
+from signalserver.crypto import server_key
 from signalserver import ratelimit
 from signalserver.auth import MAX_CREDENTIAL_LENGTH, SaltedTokenHash
 from signalserver.errors import Conflict, DomainError, Forbidden, NotFound, Unauthorized, UnprocessableEntity
@@ -49,9 +47,7 @@ class LinkToken:
 
 
 def _token_key() -> bytes:
-    return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=b"signalserver link-device token").derive(
-        settings.SECRET_KEY.encode()
-    )
+    return server_key("link-device token")
 
 
 def token_identifier(verification_code: str) -> str:

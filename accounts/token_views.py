@@ -7,8 +7,7 @@ from rest_framework.views import APIView
 
 from accounts import tokens
 from signalserver.errors import Unauthorized
-
-EXTENSION = "**signalserver extension.** "
+from signalserver.schema import EXTENSION
 
 
 class TokenPairSerializer(serializers.Serializer):

@@ -20,16 +20,13 @@ import time
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from functools import cache
 
 import jwt
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
-from django.conf import settings
 from django.db import transaction
 
 from accounts.models import Device, RefreshToken, TokenFamily
 from accounts.services import disconnect_devices
+from signalserver.crypto import server_key
 from signalserver.errors import Unauthorized
 
 ACCESS_TOKEN_LIFETIME = timedelta(hours=1)
@@ -49,20 +46,17 @@ class TokenPair:
     expires_in: int
 
 
-@cache
-def _keys(secret: str) -> tuple[bytes, bytes]:
-    """(JWT signing key, credential-fingerprint key), both derived from SECRET_KEY with HKDF.
+def _keys() -> tuple[bytes, bytes]:
+    """(JWT signing key, credential-fingerprint key), both derived from SECRET_KEY.
 
     Rotating SECRET_KEY therefore ends every access token (refresh tokens are not derived from it).
     """
-    derived = HKDF(algorithm=hashes.SHA256(), length=64, salt=None, info=b"signalserver bearer tokens").derive(
-        secret.encode()
-    )
+    derived = server_key("bearer tokens", 64)
     return derived[:32], derived[32:]
 
 
 def signing_key() -> bytes:
-    return _keys(settings.SECRET_KEY)[0]
+    return _keys()[0]
 
 
 def credential_fingerprint(device: Device) -> str:
@@ -70,7 +64,7 @@ def credential_fingerprint(device: Device) -> str:
 
     Keyed, so the fingerprint readable in a token says nothing about the stored hash.
     """
-    mac = hmac.new(_keys(settings.SECRET_KEY)[1], device.auth_token_hash.encode(), hashlib.sha256)
+    mac = hmac.new(_keys()[1], device.auth_token_hash.encode(), hashlib.sha256)
     return mac.hexdigest()[:16]
 
 

@@ -21,17 +21,14 @@ import os
 import secrets
 import time
 from dataclasses import dataclass
-from functools import cache
 
 import pyotp
 from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
-from django.conf import settings
 from django.db import transaction
 
 from accounts.models import PRIMARY_DEVICE_ID, Account, Device, TotpEnrolment
+from signalserver.crypto import server_key
 from signalserver import ratelimit
 from signalserver.auth import SaltedTokenHash
 from signalserver.errors import Conflict, Forbidden, TotpRequired
@@ -46,23 +43,20 @@ BACKUP_CODE_DIGITS = 10
 NONCE_BYTES = 12
 
 
-@cache
-def _secret_key(secret_key: str) -> bytes:
-    return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=b"signalserver totp secret").derive(
-        secret_key.encode()
-    )
+def _secret_key() -> bytes:
+    return server_key("totp secret")
 
 
 def _encrypt(secret: str, account: Account) -> bytes:
     nonce = os.urandom(NONCE_BYTES)
-    return nonce + AESGCM(_secret_key(settings.SECRET_KEY)).encrypt(nonce, secret.encode(), account.aci.bytes)
+    return nonce + AESGCM(_secret_key()).encrypt(nonce, secret.encode(), account.aci.bytes)
 
 
 def _decrypt(blob: bytes, account: Account) -> str | None:
     """The secret, or None when it cannot be read (SECRET_KEY rotated, row tampered with)."""
     blob = bytes(blob)
     try:
-        plain = AESGCM(_secret_key(settings.SECRET_KEY)).decrypt(
+        plain = AESGCM(_secret_key()).decrypt(
             blob[:NONCE_BYTES], blob[NONCE_BYTES:], account.aci.bytes
         )
     except (InvalidTag, ValueError):

@@ -12,19 +12,13 @@ from accounts.totp_serializers import (
     TotpCodeSerializer,
     TotpEnrolmentSerializer,
 )
+from accounts.views import UNAUTHORIZED, validated
+from signalserver.schema import EXTENSION
 
-EXTENSION = "**signalserver extension.** "
-UNAUTHORIZED = OpenApiResponse(description="Missing or wrong device credentials")
 NOT_PRIMARY = "Not the primary device"
 RATE_LIMITED = OpenApiResponse(description="Too many code checks (`checkTotp`: 5, one more every 6 s); `Retry-After`")
 # Secrets and codes must not be kept by caches on the way.
 NO_STORE = {"Cache-Control": "no-store"}
-
-
-def validated(serializer_class, data) -> dict:
-    serializer = serializer_class(data=data)
-    serializer.is_valid(raise_exception=True)
-    return serializer.validated_data
 
 
 class TotpView(APIView):

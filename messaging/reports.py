@@ -11,30 +11,24 @@ from __future__ import annotations
 import hashlib
 import hmac
 import uuid
-from functools import cache
 
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
-from django.conf import settings
 from django.db import IntegrityError, transaction
 
 from accounts.models import Account, DeletedAccount
 from messaging.models import SpamReport
+from signalserver.crypto import server_key
 
 REPORT_TOKEN_BYTES = 16
 
 
-@cache
-def _key(secret: str) -> bytes:
-    return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=b"signalserver report token").derive(
-        secret.encode()
-    )
+def _key() -> bytes:
+    return server_key("report token")
 
 
 def report_token(guid: uuid.UUID, source_aci: uuid.UUID) -> bytes:
     """The token proving that the message `guid` was sent by `source_aci`."""
     message = guid.bytes + str(source_aci).encode()
-    return hmac.new(_key(settings.SECRET_KEY), message, hashlib.sha256).digest()[:REPORT_TOKEN_BYTES]
+    return hmac.new(_key(), message, hashlib.sha256).digest()[:REPORT_TOKEN_BYTES]
 
 
 def report_spam(*, reporter_aci: uuid.UUID, source: str, message_guid: str, token: bytes | None) -> bool:

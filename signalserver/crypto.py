@@ -1,6 +1,10 @@
 """XEdDSA signature verification over libsignal-serialized Curve25519 keys (spec §0.3)."""
 
+from functools import cache
+
 from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 P = 2**255 - 19
@@ -66,3 +70,18 @@ class SigningKey:
         signature = self._key.sign(message)
         # An Ed25519 scalar is below 2^253, so the top bit is free to carry the sign.
         return signature[:63] + bytes([signature[63] | self._sign_bit])
+
+
+def server_key(purpose: str, length: int = 32) -> bytes:
+    """The server's key for one purpose (link tokens, bearer tokens, report tokens, TOTP secrets,
+    rate-limit keys), derived from SECRET_KEY with HKDF-SHA256 and info `signalserver <purpose>`:
+    one secret to keep, a separate key per use. Rotating SECRET_KEY changes every one of them."""
+    from django.conf import settings
+
+    return _derive(settings.SECRET_KEY, purpose, length)
+
+
+@cache
+def _derive(secret: str, purpose: str, length: int) -> bytes:
+    info = f"signalserver {purpose}".encode()
+    return HKDF(algorithm=hashes.SHA256(), length=length, salt=None, info=info).derive(secret.encode())

@@ -26,11 +26,10 @@ import time
 from dataclasses import dataclass
 from functools import cache
 
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from django.conf import settings
 from redis.exceptions import RedisError
 
+from signalserver.crypto import server_key
 from signalserver.errors import RateLimited, ServiceUnavailable
 
 logger = logging.getLogger(__name__)
@@ -91,16 +90,9 @@ LIMITERS: dict[str, Limiter] = _limiters(
 )
 
 
-@cache
-def _hash_key(secret: str) -> bytes:
-    return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=b"signalserver rate-limit keys").derive(
-        secret.encode()
-    )
-
-
 def hashed(value: str) -> str:
     """A number or an IP address as a rate-limit key: keyed, so it cannot be reversed by guessing."""
-    return hmac.new(_hash_key(settings.SECRET_KEY), value.encode(), hashlib.sha256).hexdigest()[:32]
+    return hmac.new(server_key("rate-limit keys"), value.encode(), hashlib.sha256).hexdigest()[:32]
 
 
 def pair_key(source, destination) -> str:

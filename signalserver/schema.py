@@ -2,6 +2,9 @@
 
 from drf_spectacular.extensions import OpenApiAuthenticationExtension, OpenApiSerializerFieldExtension
 
+# Starts the description of every endpoint that is ours, not Signal's (spec "What we add").
+EXTENSION = "**signalserver extension.** "
+
 
 class DeviceCredentialsScheme(OpenApiAuthenticationExtension):
     target_class = "signalserver.auth.DeviceAuthentication"

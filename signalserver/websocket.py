@@ -86,7 +86,9 @@ class FramedConsumer(AsyncWebsocketConsumer):
         await self.send(bytes_data=frame.SerializeToString())
 
     async def handle_request(self, request) -> tuple[int, bytes, tuple[str, ...]]:
-        raise NotImplementedError
+        """(status, body, headers) answering a client's request; every socket kind defines it (the
+        chat socket tunnels requests to the API, the provisioning socket knows a few)."""
+        raise NotImplementedError  # abstract: FramedConsumer itself is never routed to
 
     async def handle_response(self, response) -> None:
         """A client's answer to one of our requests; unknown ids are ignored."""
