@@ -7,6 +7,7 @@ import asyncio
 import secrets
 import time
 
+from channels.consumer import get_handler_name
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 from google.protobuf.message import DecodeError
@@ -36,6 +37,16 @@ class FramedConsumer(AsyncWebsocketConsumer):
             name.decode("latin-1").lower(): value.decode("latin-1") for name, value in self.scope["headers"]
         }
         await super().websocket_connect(message)
+
+    async def dispatch(self, message):
+        # Channels' dispatch first closes stale database connections on the thread-sensitive sync
+        # thread: one thread hop per frame and per channel event, every socket of the process
+        # queued behind one thread. The event loop's thread holds no connection; our database
+        # work runs through `in_db_thread`, which closes its own.
+        handler = getattr(self, get_handler_name(message), None)
+        if handler is None:
+            raise ValueError(f"no handler for message type {message['type']}")
+        await handler(message)
 
     async def accept_with_timestamp(self):
         await self.accept(headers=[(b"x-signal-timestamp", timestamp_header().split(":", 1)[1].encode())])
