@@ -54,12 +54,15 @@ def challenge_for(account: Account, retry_after: int | None = None) -> Challenge
     return ChallengeRequired(_signer(account).sign(TOKEN_VALUE), options, retry_after)
 
 
-def check_challenge_gated(name: str, key: str, *, account: Account) -> None:
+def check_challenge_gated(name: str, key: str, *, account: Account, also: tuple[ratelimit.Take, ...] = ()) -> None:
     """`ratelimit.check` for a limit a challenge lifts: 428 when some challenge can be answered,
-    429 when none can."""
+    429 when none can. `also`: other buckets taken in the same call (all or none), whose refusal
+    is a plain 429."""
     try:
-        ratelimit.check(name, key, aci=account.aci)
+        ratelimit.check_all([ratelimit.Take(name, key, 1, account.aci), *also])
     except RateLimited as limited:
+        if limited.limiter != name:
+            raise
         challenge = challenge_for(account, limited.retry_after)
         if challenge.options:
             raise challenge from None

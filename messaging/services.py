@@ -11,7 +11,9 @@ import hmac
 import logging
 import time
 import uuid
-from dataclasses import dataclass, field
+from contextlib import nullcontext
+from dataclasses import dataclass, field, replace
+from functools import cache
 
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
@@ -50,6 +52,8 @@ MAX_CONTENT_BYTES = 96 * 1024  # per destination device (spec §4.1)
 MAX_TIMESTAMP = 8_640_000_000_000_000
 # An `online` (ephemeral) message is only for sockets open now, and stale after this (spec §4.3).
 EPHEMERAL_MAX_AGE_MS = 10_000
+# Rows per INSERT statement (5 parameters each; SQLite takes at most 32,766 parameters).
+INSERT_BATCH = 1000
 
 
 class MismatchedDevices(Conflict):
@@ -138,71 +142,78 @@ def send_message(
     if not 0 <= timestamp <= MAX_TIMESTAMP:
         raise UnprocessableEntity("timestamp out of range")
 
-    is_sync = False
+    is_sync = sender is not None and not story and destination.uuid in (sender.account.aci, sender.account.pni)
+    if is_sync and destination.is_pni:
+        raise Forbidden("sync messages go to the ACI")
+    if sender is None and not story and (access_key is None or destination.is_pni):
+        raise Unauthorized()  # sealed sender: a PNI destination looks exactly like a wrong key
+    # Stories and sealed-sender messages carry no sender anywhere on the server.
+    source = ServiceId(sender.account.aci) if sender is not None and not story else None
+    target = _load_destination(destination, sender_aci=source.uuid if source is not None else None)
+
     if story:
-        account = _resolve(destination)
-        if account is None:
+        if target is None:
             return False  # never reveal whether a story's destination exists
-        ratelimit.check("stories", str(account.aci))
     elif sender is None:
-        # Sealed sender: unknown and PNI destinations look exactly like a wrong key (401, not 404).
-        account = None if access_key is None or destination.is_pni else _resolve(destination)
-        if account is None or not has_unidentified_access(account, access_key):
+        # Sealed sender: unknown destinations look exactly like a wrong key (401, not 404).
+        if target is None or not has_unidentified_access(target, access_key):
             raise Unauthorized()
         if any(message.type != UNIDENTIFIED_SENDER for message in messages):
             raise BadRequest("sealed-sender messages must be of type UNIDENTIFIED_SENDER")
+    elif target is None:
+        raise NotFound()
+    # The send's buckets in one call, all or none.
+    inbound = ratelimit.Take("inboundMessageBytes", str(target.aci), sum(len(m.content) for m in messages))
+    if story:
+        ratelimit.check_all([ratelimit.Take("stories", str(target.aci)), inbound])
+    elif source is not None and not is_sync:
+        pair = ratelimit.pair_key(sender.account.aci, target.aci)
+        check_challenge_gated("messages", pair, account=sender.account, also=(inbound,))
     else:
-        is_sync = destination.uuid in (sender.account.aci, sender.account.pni)
-        if is_sync and destination.is_pni:
-            raise Forbidden("sync messages go to the ACI")
-        account = sender.account if is_sync else _resolve(destination)
-        if account is None:
-            raise NotFound()
-        if not is_sync:
-            pair = ratelimit.pair_key(sender.account.aci, account.aci)
-            check_challenge_gated("messages", pair, account=sender.account)
-    ratelimit.check("inboundMessageBytes", str(account.aci), permits=sum(len(m.content) for m in messages))
+        ratelimit.check_all([inbound])
 
     server_timestamp = now_ms()
-    # Stories and sealed-sender messages carry no sender anywhere on the server.
-    source = ServiceId(sender.account.aci) if sender is not None and not story else None
     source_device = sender.device.device_id if source is not None else None
+    exclude_device_id = sender.device.device_id if is_sync else None
     for attempt in (1, 2):
+        devices = _check_device_set(target.devices, destination, messages, exclude_device_id=exclude_device_id)
+        deliveries = [
+            _delivery(
+                devices[message.device_id],
+                target.aci,
+                message=message,
+                destination=destination,
+                source=source,
+                source_device=source_device,
+                client_timestamp=timestamp or server_timestamp,
+                server_timestamp=server_timestamp,
+                urgent=urgent,
+                story=story,
+                ephemeral=online,
+            )
+            for message in messages
+        ]
         try:
-            with transaction.atomic():
-                devices = _check_device_set(
-                    account,
-                    destination,
-                    messages,
-                    exclude_device_id=sender.device.device_id if is_sync else None,
-                )
-                deliver_envelopes(
-                    [
-                        _delivery(
-                            devices[message.device_id],
-                            account,
-                            message=message,
-                            destination=destination,
-                            source=source,
-                            source_device=source_device,
-                            client_timestamp=timestamp or server_timestamp,
-                            server_timestamp=server_timestamp,
-                            urgent=urgent,
-                            story=story,
-                            ephemeral=online,
-                        )
-                        for message in messages
-                    ]
-                )
+            # One INSERT for every row (at most 127): atomic on its own, no transaction needed.
+            with _savepoint_if_nested():
+                deliver_envelopes(deliveries)
             break
         except IntegrityError:
-            # A destination device went away between our read and the commit; the second
+            # A destination device went away between our read and the insert; the second
             # attempt sees the new device list and answers 409/410 like any other mismatch.
             if attempt == 2:
                 raise
+            reloaded = _load_destination(destination, sender_aci=None)
+            target = replace(target, devices=reloaded.devices if reloaded is not None else [])
     if is_sync or source is None:
         return False
-    return Device.objects.filter(account_id=sender.account.aci).count() > 1
+    return target.sender_devices > 1
+
+
+def _savepoint_if_nested():
+    """Inside a caller's transaction, a failed statement must not abort it: run it in a savepoint.
+    Outside one (autocommit), a single statement needs no transaction of its own."""
+    return transaction.atomic() if connection.in_atomic_block else nullcontext()
 
 
 def check_outgoing_messages(messages: list[OutgoingMessage]) -> None:
@@ -222,16 +233,59 @@ def check_outgoing_messages(messages: list[OutgoingMessage]) -> None:
             raise UnprocessableEntity("content must not be empty")
 
 
-def _resolve(service_id: ServiceId) -> Account | None:
-    field_name = "pni" if service_id.is_pni else "aci"
-    return Account.objects.filter(**{field_name: service_id.uuid}).first()
+@dataclass(frozen=True, slots=True)
+class Destination:
+    """What a 1:1 send needs of its destination account (and of its sender), read in one query."""
+
+    aci: uuid.UUID
+    unidentified_access_key: bytes | None
+    unrestricted_unidentified_access: bool
+    devices: list[tuple]  # (device id, pk, registration id, PNI registration id)
+    sender_devices: int  # how many devices the sender has (`needsSync`); 0 without a sender
+
+
+@cache
+def _destination_sql(column: str) -> str:
+    accounts, devices = Account._meta.db_table, Device._meta.db_table
+    return (
+        "SELECT a.aci, a.unidentified_access_key, a.unrestricted_unidentified_access,"
+        " d.device_id, d.id, d.registration_id, d.pni_registration_id,"
+        f" (SELECT count(*) FROM {devices} s WHERE s.account_id = %s)"
+        f" FROM {accounts} a JOIN {devices} d ON d.account_id = a.aci WHERE a.{column} = %s"
+    )
+
+
+def _load_destination(service_id: ServiceId, *, sender_aci: uuid.UUID | None) -> Destination | None:
+    """The account a service id names with its devices, and the sender's device count: the one
+    read of a send (a send is the hottest request we serve; no ORM query building on it)."""
+    sql = _destination_sql("pni" if service_id.is_pni else "aci")
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [db_uuid(sender_aci), db_uuid(service_id.uuid)])
+        rows = cursor.fetchall()
+    if not rows:
+        return None  # no such account (an account always has its primary device)
+    aci, access_key, unrestricted, *_, sender_devices = rows[0]
+    return Destination(
+        aci=aci if isinstance(aci, uuid.UUID) else uuid.UUID(aci),
+        unidentified_access_key=bytes(access_key) if access_key is not None else None,
+        unrestricted_unidentified_access=bool(unrestricted),
+        devices=[row[3:7] for row in rows],
+        sender_devices=sender_devices,
+    )
+
+
+def db_uuid(value: uuid.UUID | None):
+    """A UUID as a raw-SQL parameter: native on PostgreSQL, 32 hex digits as Django stores it on SQLite."""
+    if value is None or connection.vendor == "postgresql":
+        return value
+    return value.hex
 
 
 def _check_device_set(
-    account: Account, destination: ServiceId, messages: list[OutgoingMessage], *, exclude_device_id: int | None
+    rows: list[tuple], destination: ServiceId, messages: list[OutgoingMessage], *, exclude_device_id: int | None
 ) -> dict[int, tuple[int, int | None]]:
     """device id → (pk, registration id of the addressed identity), after the 410/409/413 checks."""
-    devices = _addressable_devices(account, destination, exclude_device_id=exclude_device_id)
+    devices = _addressable(rows, destination, exclude_device_id)
     missing, extra, stale = _mismatches(devices, [(m.device_id, m.registration_id) for m in messages])
     if stale:
         raise StaleDevices(stale=stale)
@@ -240,12 +294,6 @@ def _check_device_set(
     if any(len(message.content) > MAX_CONTENT_BYTES for message in messages):
         raise ContentTooLarge()
     return devices
-
-
-def _addressable_devices(
-    account: Account, destination: ServiceId, *, exclude_device_id: int | None = None
-) -> dict[int, tuple[int, int | None]]:
-    return _addressable(_devices_of_accounts([account]).get(account.aci, []), destination, exclude_device_id)
 
 
 def _devices_of_accounts(accounts: list[Account]) -> dict[uuid.UUID, list[tuple]]:
@@ -292,7 +340,7 @@ def _mismatches(
 
 def _delivery(
     device: tuple[int, int | None],
-    account: Account,
+    aci: uuid.UUID,
     *,
     message: OutgoingMessage,
     destination: ServiceId,
@@ -320,7 +368,7 @@ def _delivery(
     )
     return Delivery(
         device_pk=device[0],
-        aci=account.aci,
+        aci=aci,
         device_id=message.device_id,
         guid=guid,
         envelope=envelope,
@@ -438,25 +486,28 @@ def _combined_access_key(accounts) -> bytes:
 
 
 def deliver_envelopes(deliveries: list[Delivery]) -> None:
-    """Queue envelopes (one row per device, one INSERT) and, once committed, hand them to live
+    """Queue envelopes (one row per device, one INSERT per INSERT_BATCH rows: more than that only
+    inside a transaction) and, once committed, hand them to live
     sockets or ask for pushes. Ephemeral envelopes are never stored: they go to live sockets only."""
     durable = [delivery for delivery in deliveries if not delivery.ephemeral]
-    if durable:
-        rows = QueuedMessage.objects.bulk_create(
-            [
-                QueuedMessage(
-                    device_id=delivery.device_pk,
-                    guid=delivery.guid,
-                    server_timestamp=delivery.server_timestamp,
-                    story=delivery.story,
-                    envelope=delivery.envelope,
-                )
-                for delivery in durable
-            ]
-        )
-        for delivery, row in zip(durable, rows, strict=True):
-            delivery.row_id = row.pk
+    for start in range(0, len(durable), INSERT_BATCH):
+        batch = durable[start : start + INSERT_BATCH]
+        params = []
+        for delivery in batch:
+            params += [delivery.device_pk, db_uuid(delivery.guid), delivery.server_timestamp, delivery.story, delivery.envelope]
+        with connection.cursor() as cursor:
+            cursor.execute(_insert_sql(len(batch)), params)
+            # Rows come back in the order of VALUES (PostgreSQL, SQLite ≥ 3.35; bulk_create relies on it too).
+            for delivery, (row_id,) in zip(batch, cursor.fetchall(), strict=True):
+                delivery.row_id = row_id
     transaction.on_commit(lambda: notify_committed(deliveries))
+
+
+@cache
+def _insert_sql(rows: int) -> str:
+    values = ", ".join(["(%s, %s, %s, %s, %s)"] * rows)
+    table = QueuedMessage._meta.db_table
+    return f"INSERT INTO {table} (device_id, guid, server_timestamp, story, envelope) VALUES {values} RETURNING id"
 
 
 # --- Reading and acknowledging ------------------------------------------------------------------
@@ -488,8 +539,8 @@ def acknowledge_messages(*, device, row_ids: list[int] | None = None, guids: lis
     if not values:
         return 0
     table = QueuedMessage._meta.db_table
-    if column == "guid" and connection.vendor != "postgresql":
-        values = [value.hex for value in values]  # how Django stores UUIDs on SQLite
+    if column == "guid":
+        values = [db_uuid(value) for value in values]
     placeholders = ", ".join(["%s"] * len(values))
     with transaction.atomic():
         with connection.cursor() as cursor:

@@ -72,10 +72,11 @@ class RateLimited(DomainError):
     status = 429
     message = "Rate limit exceeded"
 
-    def __init__(self, retry_after: int | None = None, *, body: Any = None):
+    def __init__(self, retry_after: int | None = None, *, body: Any = None, limiter: str | None = None):
         headers = {"Retry-After": str(max(0, int(retry_after)))} if retry_after is not None else {}
         super().__init__(body=body, headers=headers)
         self.retry_after = retry_after
+        self.limiter = limiter  # the named limiter that refused, when one did
 
 
 class ChallengeRequired(DomainError):

@@ -25,6 +25,7 @@ import threading
 import time
 from dataclasses import dataclass
 from functools import cache
+from typing import NamedTuple
 
 from django.conf import settings
 from redis.exceptions import RedisError
@@ -106,36 +107,55 @@ def bucket_key(name: str, key: str) -> str:
 
 # ---- buckets --------------------------------------------------------------------------------
 
-# KEYS[1] the bucket, KEYS[2] the operator-settings version. ARGV: bucket size, ms per permit,
-# permits wanted, now (ms), the version the caller's limits come from, "1" to only look.
-# Returns -2 when the caller's limits are out of date (nothing taken), -1 when the permits were
-# taken (or are there, when looking), otherwise the milliseconds until enough permits are back.
+# KEYS[1] the operator-settings version, KEYS[2..] the buckets. ARGV: the version the caller's limits
+# come from, now (ms), "1" to only look, then per bucket its size, ms per permit and permits wanted.
+# All buckets or none: returns {-2, 0} when the caller's limits are out of date (nothing taken),
+# {-1, 0} when every bucket had the permits (taken unless looking), else {i, ms}: bucket i (from 0)
+# is short, and ms until it has them.
 _TAKE = """
-if (redis.call('GET', KEYS[2]) or '0') ~= ARGV[5] then return -2 end
-local size = tonumber(ARGV[1])
-local per = tonumber(ARGV[2])
-local want = tonumber(ARGV[3])
-local now = tonumber(ARGV[4])
-local state = redis.call('HMGET', KEYS[1], 'p', 't')
-local permits = size
-if state[1] then
-  permits = math.min(size, tonumber(state[1]) + math.max(0, now - tonumber(state[2])) / per)
+if (redis.call('GET', KEYS[1]) or '0') ~= ARGV[1] then return {-2, 0} end
+local now = tonumber(ARGV[2])
+local left = {}
+for i = 1, #KEYS - 1 do
+  local size, per, want = tonumber(ARGV[3 * i + 1]), tonumber(ARGV[3 * i + 2]), tonumber(ARGV[3 * i + 3])
+  local state = redis.call('HMGET', KEYS[i + 1], 'p', 't')
+  local permits = size
+  if state[1] then
+    permits = math.min(size, tonumber(state[1]) + math.max(0, now - tonumber(state[2])) / per)
+  end
+  if permits < want then
+    return {i - 1, math.max(1, math.ceil((want - permits) * per))}
+  end
+  left[i] = permits - want
 end
-if permits < want then
-  return math.max(1, math.ceil((want - permits) * per))
+if ARGV[3] == '1' then return {-1, 0} end
+for i = 1, #KEYS - 1 do
+  local size, per = tonumber(ARGV[3 * i + 1]), tonumber(ARGV[3 * i + 2])
+  local refill = math.ceil((size - left[i]) * per)
+  if refill <= 0 then
+    redis.call('DEL', KEYS[i + 1])
+  else
+    redis.call('HSET', KEYS[i + 1], 'p', string.format('%.17g', left[i]), 't', ARGV[2])
+    redis.call('PEXPIRE', KEYS[i + 1], refill)
+  end
 end
-if ARGV[6] == '1' then return -1 end
-permits = permits - want
-local refill = math.ceil((size - permits) * per)
-if refill <= 0 then
-  redis.call('DEL', KEYS[1])
-else
-  redis.call('HSET', KEYS[1], 'p', string.format('%.17g', permits), 't', ARGV[4])
-  redis.call('PEXPIRE', KEYS[1], refill)
-end
-return -1
+return {-1, 0}
 """
 TAKEN, STALE = -1, -2
+
+
+class Take(NamedTuple):
+    """One bucket of a check: `permits` from limiter `name`'s bucket for `key`, under the limits
+    that hold for account `aci` (None: the limits for everyone)."""
+
+    name: str
+    key: str | None
+    permits: int = 1
+    aci: object = None
+
+
+# A bucket as the backends see it: (Redis key, limit, permits wanted).
+Bucket = tuple[str, Limit, int]
 
 
 class RedisBuckets:
@@ -145,11 +165,15 @@ class RedisBuckets:
         self._redis = sync_redis()
         self._take = self._redis.register_script(_TAKE)
 
-    def take(self, key: str, limit: Limit, permits: int, now_ms: int, version: str, look: bool = False) -> int:
+    def take(self, wanted: list[Bucket], now_ms: int, version: str, look: bool = False) -> tuple[int, int]:
+        """(TAKEN, 0), (STALE, 0), or (index of the short bucket, ms until it has the permits)."""
         from signalserver.operator_settings import VERSION_KEY
 
-        args = [limit.bucket_size, limit.permit_seconds * 1000, permits, now_ms, version, "1" if look else "0"]
-        return int(self._take(keys=[key, VERSION_KEY], args=args))
+        args = [version, now_ms, "1" if look else "0"]
+        for _, limit, permits in wanted:
+            args += [limit.bucket_size, limit.permit_seconds * 1000, permits]
+        index, ms = self._take(keys=[VERSION_KEY, *(key for key, _, _ in wanted)], args=args)
+        return int(index), int(ms)
 
     def delete(self, patterns: list[str]) -> int:
         deleted = 0
@@ -167,21 +191,23 @@ class LocalBuckets:
         self._lock = threading.Lock()
         self._buckets: dict[str, tuple[float, int]] = {}  # key -> (permits, at ms)
 
-    def take(self, key: str, limit: Limit, permits: int, now_ms: int, version: str, look: bool = False) -> int:
-        per_ms = limit.permit_seconds * 1000
+    def take(self, wanted: list[Bucket], now_ms: int, version: str, look: bool = False) -> tuple[int, int]:
         with self._lock:
-            available, at = self._buckets.get(key, (limit.bucket_size, now_ms))
-            available = min(limit.bucket_size, available + max(0, now_ms - at) / per_ms)
-            if available < permits:
-                return max(1, math.ceil((permits - available) * per_ms))
-            if look:
-                return TAKEN
-            available -= permits
-            if available >= limit.bucket_size:
-                self._buckets.pop(key, None)
-            else:
-                self._buckets[key] = (available, now_ms)
-            return TAKEN
+            left = []
+            for index, (key, limit, permits) in enumerate(wanted):
+                per_ms = limit.permit_seconds * 1000
+                available, at = self._buckets.get(key, (limit.bucket_size, now_ms))
+                available = min(limit.bucket_size, available + max(0, now_ms - at) / per_ms)
+                if available < permits:
+                    return index, max(1, math.ceil((permits - available) * per_ms))
+                left.append(available - permits)
+            if not look:
+                for (key, limit, _), available in zip(wanted, left, strict=True):
+                    if available >= limit.bucket_size:
+                        self._buckets.pop(key, None)
+                    else:
+                        self._buckets[key] = (available, now_ms)
+            return TAKEN, 0
 
     def delete(self, patterns: list[str]) -> int:
         import fnmatch
@@ -212,40 +238,52 @@ def check(name: str, key: str | None, *, permits: int = 1, aci=None) -> None:
     `key` None (e.g. no client IP known): a limiter that fails open lets the request through, the
     others refuse it for an hour (spec §8.1).
     """
-    limiter = LIMITERS[name]
-    if key is None:
-        if limiter.fail_open:
-            return
-        raise RateLimited(UNKNOWN_KEY_RETRY_SECONDS)
-    if permits <= 0:
+    check_all([Take(name, key, permits, aci)])
+
+
+def check_all(takes: list[Take]) -> None:
+    """`check` for several distinct buckets at once, in one Lua call: every bucket gives its permits
+    or none does. RateLimited names the limiter that refused (`.limiter`)."""
+    wanted: list[tuple[Limiter, Take]] = []
+    for take in takes:
+        limiter = LIMITERS[take.name]
+        if take.key is None:
+            if limiter.fail_open:
+                continue
+            raise RateLimited(UNKNOWN_KEY_RETRY_SECONDS, limiter=take.name)
+        if take.permits > 0:
+            wanted.append((limiter, take))
+    if not wanted:
         return
     try:
-        outcome = _take(limiter, key, permits, aci)
+        index, ms = _take(wanted)
     except RedisError as error:
-        logger.warning("rate limiter unavailable", extra={"limiter": name, "error": type(error).__name__})
-        if limiter.fail_open:
+        logger.warning("rate limiter unavailable", extra={"limiters": [take.name for _, take in wanted], "error": type(error).__name__})
+        if all(limiter.fail_open for limiter, _ in wanted):
             return
         raise ServiceUnavailable("rate limiter unavailable") from None
-    if outcome != TAKEN:
-        raise RateLimited(math.ceil(outcome / 1000))
+    if index != TAKEN:
+        raise RateLimited(math.ceil(ms / 1000), limiter=wanted[index][1].name)
 
 
 def available(name: str, key: str, *, permits: int = 1, aci=None) -> bool:
     """Whether `check` would let `permits` through now, without taking them (False when Redis fails)."""
     try:
-        return _take(LIMITERS[name], key, permits, aci, look=True) == TAKEN
+        return _take([(LIMITERS[name], Take(name, key, permits, aci))], look=True)[0] == TAKEN
     except RedisError:
         return False
 
 
-def _take(limiter: Limiter, key: str, permits: int, aci, look: bool = False) -> int:
+def _take(wanted: list[tuple[Limiter, Take]], look: bool = False) -> tuple[int, int]:
     from signalserver import operator_settings
 
     for _ in range(3):  # the settings changed since this process read them: read them again
         current = operator_settings.current()
-        limit = current.limit(limiter, aci)
-        outcome = buckets().take(bucket_key(limiter.name, key), limit, permits, clock_ms(), current.version, look)
-        if outcome != STALE:
+        buckets_wanted = [
+            (bucket_key(limiter.name, take.key), current.limit(limiter, take.aci), take.permits) for limiter, take in wanted
+        ]
+        outcome = buckets().take(buckets_wanted, clock_ms(), current.version, look)
+        if outcome[0] != STALE:
             return outcome
         operator_settings.reload()
     raise RedisError("operator settings version keeps changing")

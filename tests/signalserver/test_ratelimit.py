@@ -141,3 +141,22 @@ def test_looking_takes_nothing(clock, backend):
     assert ratelimit.available("checkTotp", "look")
     spend("checkTotp", "look")
     assert not ratelimit.available("checkTotp", "look")
+
+
+def test_several_buckets_are_taken_all_or_none(clock, backend):
+    """A send takes its `messages` and `inboundMessageBytes` permits in one call: when one bucket is
+    short, the other keeps its permits, and the refusal names the limiter that was short."""
+    override_limit("messages", 5, 1)
+    override_limit("inboundMessageBytes", 100, 1)
+    both = [ratelimit.Take("messages", "pair"), ratelimit.Take("inboundMessageBytes", "recipient", 60)]
+    ratelimit.check_all(both)
+    with pytest.raises(RateLimited) as refused:
+        ratelimit.check_all(both)  # 40 bytes left, 60 wanted
+    assert refused.value.limiter == "inboundMessageBytes"
+    assert refused.value.retry_after == 20
+
+    spend("messages", "pair", 4)  # the refused call took nothing from `messages`
+    with pytest.raises(RateLimited) as refused:
+        spend("messages", "pair")
+    assert refused.value.limiter == "messages"
+    spend("inboundMessageBytes", "recipient", 40)
