@@ -1,5 +1,8 @@
 """`relay`: K sender/receiver pairs over authenticated WebSockets, sending as fast as the window
-allows (tunnelled PUT /v1/messages); counts messages delivered to and acknowledged by receivers."""
+allows (tunnelled PUT /v1/messages); counts messages delivered to and acknowledged by receivers.
+
+The window is end to end: a pair has at most `--window` messages sent and not yet delivered, so
+the figure is the rate the server sustains, not how fast it can pile rows into the queue."""
 
 from __future__ import annotations
 
@@ -29,7 +32,10 @@ async def run(args) -> dict:
     counters = {"delivered": 0, "sent": 0, "errors": 0}
     measuring = asyncio.Event()
 
+    windows = {b.aci: asyncio.Semaphore(args.window) for _, b in pairs}
+
     async def receiver(account) -> None:
+        window = windows[account.aci]
         async with websockets.connect(url, additional_headers={"Authorization": account.authorization}, max_size=2**22) as ws:
             while not stop.is_set():
                 try:
@@ -39,8 +45,10 @@ async def run(args) -> dict:
                 frame = parse_frame(data)
                 if frame.type == frame.REQUEST:
                     await ws.send(ack_frame(frame.request.id))
-                    if frame.request.path == "/api/v1/message" and measuring.is_set():
-                        counters["delivered"] += 1
+                    if frame.request.path == "/api/v1/message":
+                        window.release()
+                        if measuring.is_set():
+                            counters["delivered"] += 1
 
     async def sender(account, recipient) -> None:
         body = json.dumps(
@@ -56,7 +64,7 @@ async def run(args) -> dict:
             }
         ).encode()
         path = f"/v1/messages/{recipient.aci}"
-        window = asyncio.Semaphore(args.window)
+        window = windows[recipient.aci]
         async with websockets.connect(url, additional_headers={"Authorization": account.authorization}, max_size=2**22) as ws:
 
             async def read() -> None:
@@ -65,7 +73,7 @@ async def run(args) -> dict:
                     if frame.type == frame.RESPONSE:
                         if frame.response.status != 200:
                             counters["errors"] += 1
-                        window.release()
+                            window.release()  # never delivered
                     elif frame.type == frame.REQUEST:  # delivery receipts and queue/empty
                         await ws.send(ack_frame(frame.request.id))
 
