@@ -23,6 +23,7 @@ from signalserver.db import in_db_thread
 
 from accounts.services import device_group
 from messaging.envelopes import parse_envelope
+from messaging.notify import local_sockets
 from messaging.presence import PRESENCE_REFRESH_SECONDS, get_presence
 from messaging.services import EPHEMERAL_MAX_AGE_MS, acknowledge_messages, list_queued, now_ms, purge_if_due
 from signalserver.auth import AccountBanned, InvalidCredentials, authenticate_authorization
@@ -84,6 +85,7 @@ class ChatConsumer(FramedConsumer):
         self.reread = True  # the table may hold rows we have not read (backlog, overflow)
         self.backlog_done = False
         self.wake = asyncio.Event()
+        local_sockets[self.channel_name] = (asyncio.get_running_loop(), self.queue_messages)
         previous = await get_presence().claim(self.aci, self.device.device_id, self.channel_name)
         self.owns_presence = True
         if previous and previous != self.channel_name:
@@ -104,6 +106,7 @@ class ChatConsumer(FramedConsumer):
         return None
 
     async def disconnect(self, code):
+        local_sockets.pop(self.channel_name, None)
         if self.owns_presence:
             await get_presence().release(self.aci, self.device.device_id, self.channel_name)
         if self.ack_task is not None:

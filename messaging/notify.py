@@ -10,6 +10,10 @@ lost with a dying process only delays delivery until the device's next connectio
 
 Outside a server (tests, Celery workers, management commands) there is no event loop to hand over
 to, and the notification runs to completion before the call returns.
+
+Presence (Redis) always says which channel holds a device's delivery socket. When that socket lives
+in this process, on this event loop, its rows are handed to it directly (`local_sockets`); only
+sockets on other nodes or workers cost a trip through the channel layer.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+from collections.abc import Awaitable, Callable
 
 from asgiref.sync import SyncToAsync, async_to_sync, sync_to_async
 from channels.exceptions import ChannelFull
@@ -33,6 +38,9 @@ MAX_ROWS_PER_NOTIFICATION = 64
 CONCURRENT_HANDOFFS = 64
 
 _pending: dict[asyncio.AbstractEventLoop, list] = {}
+
+# channel name → (its event loop, the consumer's `queue_messages`), for this process's delivery sockets.
+local_sockets: dict[str, tuple[asyncio.AbstractEventLoop, Callable[[dict], Awaitable[None]]]] = {}
 
 
 def notify_committed(deliveries: list) -> None:
@@ -76,6 +84,11 @@ async def _hand_to_socket(layer, channel: str, queued: list) -> bool:
     """Give the rows to the device's socket; False when its channel is full (a socket that stopped
     reading, or one on a node that died): the device is then treated as absent and pushed. The
     rows stay queued either way."""
+    local = local_sockets.get(channel)
+    if local is not None and local[0] is asyncio.get_running_loop():
+        rows = [[delivery.row_id, delivery.envelope, delivery.story, delivery.ephemeral] for delivery in queued]
+        await local[1]({"type": "queue.messages", "messages": rows})
+        return True
     try:
         for start in range(0, len(queued), MAX_ROWS_PER_NOTIFICATION):
             rows = [
