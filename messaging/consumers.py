@@ -8,7 +8,8 @@ Delivery on one connection: the backlog is streamed oldest first, then `PUT /api
 then live messages arrive inline from `deliver_envelopes` (no read-back). At most
 MAX_UNACKNOWLEDGED deliveries are outstanding; when the window is full, or inline rows would
 overtake rows not yet read, the consumer re-reads the table after the last row it fetched. A 2xx
-ack deletes the row (batched) and queues the receipt; a non-2xx leaves it for the next connection.
+ack deletes the row and queues the receipt, batched with the acks of the process's other sockets
+(`ack_batches`); a non-2xx leaves it for the next connection.
 """
 
 from __future__ import annotations
@@ -22,10 +23,11 @@ from urllib.parse import parse_qs
 from signalserver.db import in_db_thread
 
 from accounts.services import device_group
+from messaging.ack_batches import ack_batcher
 from messaging.envelopes import parse_envelope
 from messaging.notify import local_sockets
 from messaging.presence import PRESENCE_REFRESH_SECONDS, get_presence
-from messaging.services import EPHEMERAL_MAX_AGE_MS, acknowledge_messages, list_queued, now_ms, purge_if_due
+from messaging.services import EPHEMERAL_MAX_AGE_MS, list_queued, now_ms, purge_if_due
 from signalserver.auth import AccountBanned, InvalidCredentials, authenticate_authorization
 from signalserver.tunnel import dispatch, merge_headers
 from signalserver.websocket import CLOSE_NORMAL, CLOSE_SERVER_ERROR, FramedConsumer
@@ -50,6 +52,7 @@ class ChatConsumer(FramedConsumer):
     principal = None
     delivering = False  # this socket delivers the device's queue
     owns_presence = False  # and is the device's registered delivery socket
+    last_ack: asyncio.Future | None = None  # resolves once the latest ack of this socket is deleted
 
     async def connect(self):
         client = self.scope.get("client") or ("", 0)
@@ -60,8 +63,6 @@ class ChatConsumer(FramedConsumer):
             await self.close()  # before accept: the upgrade is refused with 403
             return
         self.requests = asyncio.Semaphore(MAX_CONCURRENT_REQUESTS)
-        self.acks: list[int] = []
-        self.ack_task: asyncio.Task | None = None
         if self.principal is None:
             await self.accept_with_timestamp()
             self.spawn(self.close_after_idle(IDLE_TIMEOUT_SECONDS, PRESENCE_REFRESH_SECONDS))
@@ -109,10 +110,8 @@ class ChatConsumer(FramedConsumer):
         local_sockets.pop(self.channel_name, None)
         if self.owns_presence:
             await get_presence().release(self.aci, self.device.device_id, self.channel_name)
-        if self.ack_task is not None:
-            await asyncio.shield(self.ack_task)
-        if self.acks:
-            await self._flush_acks()
+        if self.last_ack is not None:
+            await asyncio.shield(self.last_ack)
 
     # --- Frames from the client -----------------------------------------------------------------
 
@@ -200,8 +199,8 @@ class ChatConsumer(FramedConsumer):
             return
         self._remember(row_id)
         if story and not self.receive_stories:
-            self.acks.append(row_id)  # not for this connection: dropped silently (spec §4.3)
-            self._schedule_ack_flush()
+            # Not for this connection: dropped silently (spec §4.3).
+            self.last_ack = ack_batcher().add(self.device, row_id)
             return
         request_id = await self.send_request(MESSAGE_PATH, envelope)
         self.pending[request_id] = row_id
@@ -222,19 +221,8 @@ class ChatConsumer(FramedConsumer):
             return  # a response to nothing we asked is ignored
         row_id = self.pending.pop(request_id)
         if row_id is not None and 200 <= status < 300:
-            self.acks.append(row_id)
-            self._schedule_ack_flush()
+            self.last_ack = ack_batcher().add(self.device, row_id)
         self.wake.set()
-
-    def _schedule_ack_flush(self) -> None:
-        if self.ack_task is None or self.ack_task.done():
-            self.ack_task = asyncio.ensure_future(self._flush_acks())
-
-    async def _flush_acks(self) -> None:
-        # Acks that arrive while one batch is deleted form the next batch: one DELETE per burst.
-        while self.acks:
-            batch, self.acks = self.acks, []
-            await in_db_thread(acknowledge_messages)(device=self.device, row_ids=batch)
 
     # --- Events from the rest of the server -----------------------------------------------------
 

@@ -266,12 +266,17 @@ def _load_destination(service_id: ServiceId, *, sender_aci: uuid.UUID | None) ->
         return None  # no such account (an account always has its primary device)
     aci, access_key, unrestricted, *_, sender_devices = rows[0]
     return Destination(
-        aci=aci if isinstance(aci, uuid.UUID) else uuid.UUID(aci),
+        aci=as_uuid(aci),
         unidentified_access_key=bytes(access_key) if access_key is not None else None,
         unrestricted_unidentified_access=bool(unrestricted),
         devices=[row[3:7] for row in rows],
         sender_devices=sender_devices,
     )
+
+
+def as_uuid(value) -> uuid.UUID:
+    """A UUID column read with raw SQL: a UUID on PostgreSQL, 32 hex digits on SQLite."""
+    return value if isinstance(value, uuid.UUID) else uuid.UUID(value)
 
 
 def db_uuid(value: uuid.UUID | None):
@@ -535,28 +540,49 @@ def has_queued(*, device_pk: int) -> bool:
 def acknowledge_messages(*, device, row_ids: list[int] | None = None, guids: list[uuid.UUID] | None = None) -> int:
     """Delete acknowledged messages of this device (by row id or guid) and queue the server
     delivery receipts (spec §4.3); returns how many were deleted. Another device's ids match nothing."""
-    column, values = ("id", row_ids) if row_ids is not None else ("guid", guids)
-    if not values:
+    if row_ids is not None:
+        return acknowledge_rows({(device.pk, device.device_id): row_ids})
+    if not guids:
         return 0
+    placeholders = ", ".join(["%s"] * len(guids))
+    return _delete_acknowledged(
+        f"device_id = %s AND guid IN ({placeholders})",
+        [device.pk, *(db_uuid(guid) for guid in guids)],
+        {device.pk: device.device_id},
+    )
+
+
+def acknowledge_rows(acks: dict[tuple[int, int], list[int]]) -> int:
+    """`acknowledge_messages` for the rows of many devices at once, (device pk, device id) → row
+    ids: one DELETE and one INSERT of receipts for all of them; returns how many were deleted."""
+    conditions, params = [], []
+    for (device_pk, _), row_ids in acks.items():
+        if row_ids:
+            conditions.append(f"(device_id = %s AND id IN ({', '.join(['%s'] * len(row_ids))}))")
+            params += [device_pk, *row_ids]
+    if not conditions:
+        return 0
+    return _delete_acknowledged(" OR ".join(conditions), params, dict(acks.keys()))
+
+
+def _delete_acknowledged(condition: str, params: list, device_ids: dict[int, int]) -> int:
+    """Delete the rows `condition` selects and queue their receipts, in one transaction; device_ids:
+    device pk → device id, for every device whose rows the condition can select."""
     table = QueuedMessage._meta.db_table
-    if column == "guid":
-        values = [db_uuid(value) for value in values]
-    placeholders = ", ".join(["%s"] * len(values))
     with transaction.atomic():
         with connection.cursor() as cursor:
             # One statement: the rows we delete are exactly the ones we build receipts for.
-            cursor.execute(
-                f"DELETE FROM {table} WHERE device_id = %s AND {column} IN ({placeholders}) RETURNING envelope",
-                [device.pk, *values],
-            )
-            envelopes = [bytes(row[0]) for row in cursor.fetchall()]
-        _queue_receipts(envelopes, acknowledging_device_id=device.device_id)
-    return len(envelopes)
+            cursor.execute(f"DELETE FROM {table} WHERE {condition} RETURNING device_id, envelope", params)
+            deleted = cursor.fetchall()
+        _queue_receipts([(device_ids[device_pk], bytes(envelope)) for device_pk, envelope in deleted])
+    return len(deleted)
 
 
-def _queue_receipts(envelopes: list[bytes], *, acknowledging_device_id: int) -> None:
-    receipts_by_sender: dict[uuid.UUID, list[tuple[ServiceId, int]]] = {}
-    for data in envelopes:
+def _queue_receipts(acknowledged: list[tuple[int, bytes]]) -> None:
+    """Server delivery receipts to every device of the senders of these acknowledged envelopes,
+    (device id that acknowledged, envelope): one INSERT."""
+    receipts_by_sender: dict[uuid.UUID, list[tuple[ServiceId, int, int]]] = {}
+    for acknowledging_device_id, data in acknowledged:
         envelope = parse_envelope(data)
         source = envelope_source(envelope)
         destination = envelope_destination(envelope)
@@ -564,14 +590,20 @@ def _queue_receipts(envelopes: list[bytes], *, acknowledging_device_id: int) -> 
             continue  # sealed sender has no source; receipts are not receipted
         if source == destination:
             continue  # the sender's own devices (sync messages)
-        receipts_by_sender.setdefault(source.uuid, []).append((destination, envelope.client_timestamp))
+        receipts_by_sender.setdefault(source.uuid, []).append((destination, acknowledging_device_id, envelope.client_timestamp))
     if not receipts_by_sender:
         return
-    devices = Device.objects.filter(account_id__in=list(receipts_by_sender)).values_list("pk", "account_id", "device_id")
+    placeholders = ", ".join(["%s"] * len(receipts_by_sender))
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT id, account_id, device_id FROM {Device._meta.db_table} WHERE account_id IN ({placeholders})",
+            [db_uuid(aci) for aci in receipts_by_sender],
+        )
+        devices = [(pk, as_uuid(aci), device_id) for pk, aci, device_id in cursor.fetchall()]
     server_timestamp = now_ms()
     deliveries = []
     for pk, aci, device_id in devices:
-        for recipient, client_timestamp in receipts_by_sender[aci]:
+        for recipient, acknowledging_device_id, client_timestamp in receipts_by_sender[aci]:
             guid = uuid.uuid4()
             deliveries.append(
                 Delivery(

@@ -345,3 +345,37 @@ def test_the_purge_is_scheduled_and_uses_the_configured_retention(settings):
 
     assert any(e["task"] == purge_expired_messages_task.name for e in settings.CELERY_BEAT_SCHEDULE.values())
     assert settings.MESSAGE_RETENTION_DAYS == 30
+
+
+def test_acks_of_several_devices_are_deleted_together_each_only_from_its_own_queue(client_for, alice, bob):
+    """The WebSocket batches the acks of all its sockets into one `acknowledge_rows`: each device's
+    row ids delete only that device's rows, and every deleted identified message gets its receipt
+    (naming the device that acknowledged it)."""
+    from messaging.envelopes import SERVER_DELIVERY_RECEIPT
+    from messaging.services import acknowledge_rows
+
+    send(client_for(alice), bob.aci, message_list(all_devices(bob)))
+    carol = DeviceFactory()
+    send(client_for(alice), carol.account.aci, message_list([(1, carol.registration_id)]))
+    phone, laptop = bob.devices.get(device_id=1), bob.devices.get(device_id=2)
+    row = {d.pk: QueuedMessage.objects.get(device=d).pk for d in (phone, laptop, carol)}
+
+    deleted = acknowledge_rows(
+        {
+            (laptop.pk, laptop.device_id): [row[laptop.pk], row[phone.pk]],  # the phone's row is not the laptop's
+            (carol.pk, carol.device_id): [row[carol.pk]],
+        }
+    )
+
+    assert deleted == 2
+    assert set(QueuedMessage.objects.exclude(device__account=alice.account).values_list("pk", flat=True)) == {row[phone.pk]}
+    receipts = sorted(
+        (envelope.source_device, uuid.UUID(bytes=envelope.source_service_id))
+        for envelope in queued_envelopes(alice.account)
+        if envelope.type == SERVER_DELIVERY_RECEIPT
+    )
+    assert receipts == sorted([(2, bob.aci), (1, carol.account.aci)])
+
+
+def queued_envelopes(account):
+    return [parse_envelope(bytes(row.envelope)) for row in QueuedMessage.objects.filter(device__account=account)]
