@@ -555,14 +555,17 @@ def acknowledge_messages(*, device, row_ids: list[int] | None = None, guids: lis
 def acknowledge_rows(acks: dict[tuple[int, int], list[int]]) -> int:
     """`acknowledge_messages` for the rows of many devices at once, (device pk, device id) → row
     ids: one DELETE and one INSERT of receipts for all of them; returns how many were deleted."""
-    conditions, params = [], []
-    for (device_pk, _), row_ids in acks.items():
-        if row_ids:
-            conditions.append(f"(device_id = %s AND id IN ({', '.join(['%s'] * len(row_ids))}))")
-            params += [device_pk, *row_ids]
-    if not conditions:
+    pairs = [(device_pk, row_id) for (device_pk, _), row_ids in acks.items() for row_id in row_ids]
+    if not pairs:
         return 0
-    return _delete_acknowledged(" OR ".join(conditions), params, dict(acks.keys()))
+    if connection.vendor == "postgresql":
+        # One statement text whatever the batch: psycopg converts it once (its cache keeps it).
+        condition = "(device_id, id) IN (SELECT * FROM unnest(%s::bigint[], %s::bigint[]))"
+        params = [[device_pk for device_pk, _ in pairs], [row_id for _, row_id in pairs]]
+    else:
+        condition = " OR ".join(["(device_id = %s AND id = %s)"] * len(pairs))
+        params = [value for pair in pairs for value in pair]
+    return _delete_acknowledged(condition, params, dict(acks.keys()))
 
 
 def _delete_acknowledged(condition: str, params: list, device_ids: dict[int, int]) -> int:

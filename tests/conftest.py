@@ -34,6 +34,24 @@ def fresh_rate_limits():
     operator_settings.forget()
 
 
+@pytest.fixture(scope="session", autouse=True)
+def release_database_sessions(django_db_setup):
+    """Before pytest-django drops the test database: the socket threads (signalserver.db) and
+    asgiref's thread for thread-sensitive calls (async tests' `sync_to_async`) let go of the
+    connections they keep, and the connection pools close their idle connections."""
+    yield
+    from asgiref.sync import SyncToAsync
+    from django.db import connections
+
+    from signalserver.db import close_thread_connections
+
+    close_thread_connections()
+    SyncToAsync.single_thread_executor.submit(connections.close_all).result(timeout=10)
+    for connection in connections.all():
+        if getattr(connection, "pool", None) is not None:
+            connection.close_pool()
+
+
 @pytest.fixture
 async def reap_stray_tasks():
     """After an async test: cancel what it left running, repeatedly. Python 3.11's wait_for can
