@@ -84,6 +84,8 @@ class ChatConsumer(FramedConsumer):
         self.cursor = 0  # highest row id read from the table on this connection
         self.inline: list[list] = []  # live rows waiting for room in the window
         self.reread = True  # the table may hold rows we have not read (backlog, overflow)
+        # Counts notices of such rows: a read that began before the latest one may have missed it.
+        self.unread_notices = 0
         self.backlog_done = False
         self.wake = asyncio.Event()
         local_sockets[self.channel_name] = (asyncio.get_running_loop(), self.queue_messages)
@@ -146,15 +148,19 @@ class ChatConsumer(FramedConsumer):
         for row in event["messages"]:
             if row[3]:
                 await self._send_ephemeral(row[1])
-            elif self.reread or len(self.inline) >= MAX_INLINE_BUFFER:
+            elif len(self.inline) >= MAX_INLINE_BUFFER:
                 self.reread = True  # the table has it; read it in order when there is room
+                self.unread_notices += 1
             else:
+                # Kept even while the table is being read: a row committed after that read's
+                # snapshot is not in what it returns.
                 self.inline.append(row)
         self.wake.set()
 
     async def queue_available(self, event):
         if self.delivering:
             self.reread = True
+            self.unread_notices += 1
             self.wake.set()
 
     async def _pump(self) -> None:
@@ -172,13 +178,14 @@ class ChatConsumer(FramedConsumer):
     async def _fill_window(self) -> None:
         while (room := MAX_UNACKNOWLEDGED - len(self.pending)) > 0:
             if self.reread:
+                notices = self.unread_notices
                 rows = await in_db_thread(list_queued)(
                     device_pk=self.device.pk, after_id=self.cursor, limit=min(room, FETCH_BATCH)
                 )
                 for row_id, _guid, envelope, story in rows:
                     self.cursor = max(self.cursor, row_id)
                     await self._deliver(row_id, bytes(envelope), story)
-                if len(rows) < min(room, FETCH_BATCH):
+                if len(rows) < min(room, FETCH_BATCH) and notices == self.unread_notices:
                     self.reread = False
                     # Inline rows that arrived meanwhile are either read just now or newer.
                     self.inline = [row for row in self.inline if row[0] not in self.sent]

@@ -129,6 +129,33 @@ async def test_a_live_message_arrives_and_its_ack_deletes_it_and_sends_a_receipt
     await alice_ws.disconnect()
 
 
+async def test_a_message_notified_while_the_socket_reads_its_queue_is_delivered(pair, monkeypatch):
+    """A row committed after the socket's read of the table took its snapshot, and notified before
+    that read returned, is neither in what was read nor dropped: it is delivered."""
+    import time as clock
+
+    import messaging.consumers
+    from messaging.services import list_queued
+
+    alice, bob = pair
+    reads = []
+
+    def read_then_send(**kwargs):
+        rows = list_queued(**kwargs)
+        if not reads:  # the first read, the backlog: a message commits and is notified meanwhile
+            send_rest(alice, bob, content=b"during the read")
+            clock.sleep(0.3)  # the notification reaches the socket before this read returns
+        reads.append(len(rows))
+        return rows
+
+    monkeypatch.setattr(messaging.consumers, "list_queued", read_then_send)
+    bob_ws = await connected(bob)
+    await queue_empty(bob_ws)
+    _, envelope = await next_message(bob_ws)
+    assert envelope.content == b"during the read"
+    await bob_ws.disconnect()
+
+
 async def test_a_non_2xx_ack_keeps_the_message_for_the_next_connection_only(pair):
     alice, bob = pair
     ws = await connected(bob)
