@@ -87,7 +87,11 @@ async def _hand_to_socket(layer, channel: str, queued: list) -> bool:
     local = local_sockets.get(channel)
     if local is not None and local[0] is asyncio.get_running_loop():
         rows = [[delivery.row_id, delivery.envelope, delivery.story, delivery.ephemeral] for delivery in queued]
-        await local[1]({"type": "queue.messages", "messages": rows})
+        try:
+            await local[1]({"type": "queue.messages", "messages": rows})
+        except Exception:  # e.g. a socket closing under an ephemeral send: the others go on
+            logger.exception("handing rows to a socket of this process failed; the device is pushed instead")
+            return False
         return True
     try:
         for start in range(0, len(queued), MAX_ROWS_PER_NOTIFICATION):
