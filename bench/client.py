@@ -15,6 +15,8 @@ import httpx
 from signalserver.crypto import SigningKey
 from signalserver.proto.websocket_pb2 import WebSocketMessage
 
+KEEPALIVE_SECONDS = 30  # Signal clients send GET /v1/keepalive this often on an idle socket
+KEEPALIVE_IDS = 1 << 62  # request ids of keepalives, apart from a scenario's own
 LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1", "[::1]"}
 
 
@@ -147,10 +149,17 @@ async def open_socket(url: str, account: BenchAccount, on_message=None, on_respo
     )
 
     async def read() -> None:
+        keepalives = 0
         try:
-            async for data in ws:
+            while True:
+                try:
+                    data = await asyncio.wait_for(ws.recv(), KEEPALIVE_SECONDS)
+                except TimeoutError:  # as clients do: the server closes sockets idle for 90 s
+                    keepalives += 1
+                    await ws.send(request_frame(KEEPALIVE_IDS + keepalives, "GET", "/v1/keepalive"))
+                    continue
                 frame = parse_frame(data)
-                if frame.type == frame.RESPONSE and on_response is not None:
+                if frame.type == frame.RESPONSE and on_response is not None and frame.response.id < KEEPALIVE_IDS:
                     on_response(frame.response)
                 if frame.type != frame.REQUEST:
                     continue
