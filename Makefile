@@ -30,7 +30,7 @@ run: $(VENV)/.runtime
 	@echo
 	$(BIN)/python manage.py runserver $(HOST):$(PORT)
 
-## serve: the production process model (Procfile: granian web workers, Celery worker and beat)
+## serve: the production process model (Procfile: uvicorn web workers, Celery worker and beat)
 ## on PostgreSQL and Redis; needs DATABASE_URL and REDIS_URL (see .env.example, docs/deployment.md)
 serve: $(VENV)/.runtime
 	@test -n "$$DATABASE_URL" -a -n "$$REDIS_URL" || { echo "make serve needs DATABASE_URL and REDIS_URL (PostgreSQL and Redis); make run needs neither"; exit 2; }

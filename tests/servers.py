@@ -120,21 +120,29 @@ class ServerProcess:
         self._ended()
 
     def wait_until_live(self, deadline: float) -> None:
-        while time.monotonic() < deadline:
-            if not self.alive:
-                raise ServerDidNotStart(self, f"exited with {self.process.returncode}")
-            try:
-                if httpx.get(f"{self.url}/health/live", timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.05)
+        if answers_live(self.url, deadline, running=lambda: self.alive):
+            return
+        if not self.alive:
+            raise ServerDidNotStart(self, f"exited with {self.process.returncode}")
         self.kill()
         raise ServerDidNotStart(self, f"not live within {START_TIMEOUT:.0f} s")
 
     def _ended(self) -> None:
         _running.discard(self)
         _wait_for_sessions_to_end(self.application_name)
+
+
+def answers_live(url: str, deadline: float, *, running) -> bool:
+    """Poll `GET url/health/live` until it answers 200 (True), or until the deadline passes or
+    `running()` turns false (False)."""
+    while time.monotonic() < deadline and running():
+        try:
+            if httpx.get(f"{url}/health/live", timeout=1).status_code == 200:
+                return True
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.05)
+    return False
 
 
 class ServerDidNotStart(RuntimeError):
