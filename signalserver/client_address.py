@@ -14,6 +14,7 @@ from signalserver import operator_settings
 
 logger = logging.getLogger(__name__)
 
+HEALTH_PREFIX = "/health/"
 BANNED_BODY = json.dumps({"code": 403, "message": "Forbidden"}).encode()
 
 
@@ -45,6 +46,10 @@ class ClientAddressMiddleware:
         ip = client_ip(scope)
         if ip is not None and (not scope.get("client") or scope["client"][0] != ip):
             scope = dict(scope, client=(ip, 0))  # what Django (REMOTE_ADDR) and consumers read
+        if scope["type"] == "http" and scope.get("path", "").startswith(HEALTH_PREFIX):
+            # Probes answer whatever the database and Redis do (the ban list lives there): an
+            # orchestrator must not restart healthy web processes over a database outage.
+            return await self.app(scope, receive, send)
         try:
             banned = (await operator_settings.acurrent()).ip_banned(ip)
         except RedisError:

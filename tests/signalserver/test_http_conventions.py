@@ -18,6 +18,23 @@ def test_live_and_ready_answer_ok_with_database_and_redis_up(client):
     assert response.json() == {"status": "ok"}
 
 
+async def test_liveness_does_not_wait_for_the_ban_list(monkeypatch):
+    """The IP-ban check in front of every request reads the operator settings (database, Redis):
+    the probes skip it, so a database outage does not make a healthy process look dead."""
+    from channels.testing import HttpCommunicator
+
+    from signalserver import operator_settings
+    from signalserver.asgi import application
+
+    async def unavailable():
+        raise RuntimeError("the database is down")
+
+    monkeypatch.setattr(operator_settings, "acurrent", unavailable)
+    probe = HttpCommunicator(application, "GET", "/health/live", headers=[(b"host", b"localhost")])
+    response = await probe.get_response(timeout=5)
+    assert response["status"] == 200
+
+
 @pytest.mark.django_db
 def test_ready_names_redis_when_it_is_unreachable(client, settings):
     settings.REDIS_URL = "redis://127.0.0.1:1/0"  # nothing listens on port 1
