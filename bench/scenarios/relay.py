@@ -2,7 +2,11 @@
 allows (tunnelled PUT /v1/messages); counts messages delivered to and acknowledged by receivers.
 
 The window is end to end: a pair has at most `--window` messages sent and not yet delivered, so
-the figure is the rate the server sustains, not how fast it can pile rows into the queue."""
+the figure is the rate the server sustains, not how fast it can pile rows into the queue.
+
+Identified sends (the default) also cost a delivery receipt back to the sender and its ack; with
+`--sealed` the senders send sealed-sender messages over unauthenticated sockets with the
+recipient's access key, as Signal clients send most messages: no receipts."""
 
 from __future__ import annotations
 
@@ -14,10 +18,11 @@ import time
 
 import websockets
 
-from bench.client import ack_frame, parse_frame, register_many, request_frame
+from bench.client import ack_frame, b64, parse_frame, register_many, request_frame
 from bench.stats import ProcessMeter
 
 CONTENT_BYTES = 200
+UNIDENTIFIED_SENDER = 6  # envelope type of a sealed-sender message
 
 
 def _ws_url(url: str) -> str:
@@ -55,7 +60,7 @@ async def run(args) -> dict:
             {
                 "messages": [
                     {
-                        "type": 1,
+                        "type": UNIDENTIFIED_SENDER if args.sealed else 1,
                         "destinationDeviceId": 1,
                         "destinationRegistrationId": recipient.registration_id,
                         "content": base64.b64encode(os.urandom(CONTENT_BYTES)).decode(),
@@ -65,7 +70,11 @@ async def run(args) -> dict:
         ).encode()
         path = f"/v1/messages/{recipient.aci}"
         window = windows[recipient.aci]
-        async with websockets.connect(url, additional_headers={"Authorization": account.authorization}, max_size=2**22) as ws:
+        if args.sealed:  # an unauthenticated socket; the access key goes with every request
+            socket_headers, frame_headers = {}, ["Content-Type:application/json", f"Unidentified-Access-Key:{b64(recipient.access_key)}"]
+        else:
+            socket_headers, frame_headers = {"Authorization": account.authorization}, ["Content-Type:application/json"]
+        async with websockets.connect(url, additional_headers=socket_headers, max_size=2**22) as ws:
 
             async def read() -> None:
                 async for data in ws:
@@ -82,7 +91,7 @@ async def run(args) -> dict:
             while not stop.is_set():
                 await window.acquire()
                 request_id += 1
-                await ws.send(request_frame(request_id, "PUT", path, body, ["Content-Type:application/json"]))
+                await ws.send(request_frame(request_id, "PUT", path, body, frame_headers))
                 counters["sent"] += 1
             reader.cancel()
 
@@ -102,6 +111,7 @@ async def run(args) -> dict:
     return {
         "pairs": args.pairs,
         "window": args.window,
+        "sealed": args.sealed,
         "delivered": delivered,
         "seconds": round(elapsed, 2),
         "delivered_per_second": round(delivered / elapsed, 1),

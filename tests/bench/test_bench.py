@@ -32,9 +32,11 @@ def test_the_prekeys_and_relay_scenarios_run_and_report():
     with running_server() as server:
         prekeys = run_bench(server.url, "prekeys", "--concurrency", "4")
         relay = run_bench(server.url, "relay", "--pairs", "2", "--window", "4")
+        sealed = run_bench(server.url, "relay", "--pairs", "2", "--window", "4", "--sealed")
 
     assert prekeys["fetches"] > 0 and prekeys["errors"] == 0
     assert relay["delivered"] > 0 and relay["send_errors"] == 0
+    assert sealed["sealed"] and sealed["delivered"] > 0 and sealed["send_errors"] == 0
 
 
 def test_the_latency_idle_and_fanout_scenarios_run_and_report():
