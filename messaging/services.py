@@ -508,9 +508,14 @@ def deliver_envelopes(deliveries: list[Delivery]) -> None:
     transaction.on_commit(lambda: notify_committed(deliveries))
 
 
+def _parameters(count: int, one: str = "%s") -> str:
+    """`count` parameter markers (or groups of them) for a raw SQL list: `%s, %s, ...`."""
+    return ", ".join([one] * count)
+
+
 @cache
 def _insert_sql(rows: int) -> str:
-    values = ", ".join(["(%s, %s, %s, %s, %s)"] * rows)
+    values = _parameters(rows, "(%s, %s, %s, %s, %s)")
     table = QueuedMessage._meta.db_table
     return f"INSERT INTO {table} (device_id, guid, server_timestamp, story, envelope) VALUES {values} RETURNING id"
 
@@ -544,9 +549,8 @@ def acknowledge_messages(*, device, row_ids: list[int] | None = None, guids: lis
         return acknowledge_rows({(device.pk, device.device_id): row_ids})
     if not guids:
         return 0
-    placeholders = ", ".join(["%s"] * len(guids))
     return _delete_acknowledged(
-        f"device_id = %s AND guid IN ({placeholders})",
+        f"device_id = %s AND guid IN ({_parameters(len(guids))})",
         [device.pk, *(db_uuid(guid) for guid in guids)],
         {device.pk: device.device_id},
     )
@@ -596,10 +600,10 @@ def _queue_receipts(acknowledged: list[tuple[int, bytes]]) -> None:
         receipts_by_sender.setdefault(source.uuid, []).append((destination, acknowledging_device_id, envelope.client_timestamp))
     if not receipts_by_sender:
         return
-    placeholders = ", ".join(["%s"] * len(receipts_by_sender))
+    senders = _parameters(len(receipts_by_sender))
     with connection.cursor() as cursor:
         cursor.execute(
-            f"SELECT id, account_id, device_id FROM {Device._meta.db_table} WHERE account_id IN ({placeholders})",
+            f"SELECT id, account_id, device_id FROM {Device._meta.db_table} WHERE account_id IN ({senders})",
             [db_uuid(aci) for aci in receipts_by_sender],
         )
         devices = [(pk, as_uuid(aci), device_id) for pk, aci, device_id in cursor.fetchall()]

@@ -43,7 +43,7 @@ from messaging.envelopes import SERVER_DELIVERY_RECEIPT, parse_envelope
 from signalserver.proto.sealed_sender_pb2 import SenderCertificate, ServerCertificate
 from tests.live_clients import MESSAGE_PATH, ChatSocket, register_account
 from tests.messaging.helpers import message_list
-from tests.messaging.test_end_to_end import guid_of, send_over_http
+from tests.messaging.test_end_to_end import guid_of, send_over_http, send_over_socket
 from tests.messaging.test_sealed_sender import xeddsa_verify
 from tests.servers import DEV_CODE, PROJECT, START_ATTEMPTS, START_TIMEOUT, ServerDidNotStart, ServerProcess, free_port
 
@@ -209,15 +209,7 @@ async def exchange_messages(server: ServerProcess, database: Path, trust_root: b
                         server.url, alice.authorization, bob.aci, bob.registration_id, content, timestamp
                     )
                 else:
-                    body = message_list([(1, bob.registration_id)], content=content, timestamp=timestamp)
-                    response = await alice_ws.request(
-                        "PUT",
-                        f"/v1/messages/{bob.aci}",
-                        json.dumps(body).encode(),
-                        ["Content-Type:application/json"],
-                        timeout=WAIT,
-                    )
-                    assert (response.status, json.loads(response.body)) == (200, {"needsSync": False})
+                    await send_over_socket(alice_ws, bob.aci, bob.registration_id, content, timestamp, timeout=WAIT)
 
                 delivery = await bob_ws.next_request(WAIT)
                 assert (delivery.verb, delivery.path) == ("PUT", MESSAGE_PATH), path

@@ -18,7 +18,6 @@ message never reaches the other node's socket, or the older socket is never disp
 Every wait is bounded (ChatSocket timeouts); only 127.0.0.1 is used.
 """
 
-import json
 import time
 
 import pytest
@@ -27,13 +26,13 @@ from messaging.envelopes import SERVER_DELIVERY_RECEIPT, parse_envelope
 from messaging.presence import get_presence
 from tests.factories import device_auth
 from tests.live_clients import MESSAGE_PATH, ChatSocket
-from tests.messaging.helpers import message_list
 from tests.messaging.test_end_to_end import (  # noqa: F401 (pair is a fixture)
     DELIVERY_DEADLINE,
     guid_of,
     pair,
     queued_guids,
     send_over_http,
+    send_over_socket,
 )
 from tests.servers import server_processes  # noqa: F401 (a fixture)
 
@@ -115,16 +114,8 @@ async def test_a_send_tunnelled_over_a_socket_on_one_node_reaches_another_node(p
         async with await ChatSocket.connect(b.ws_url, device_auth(alice)) as alice_on_b:
             assert await bob_on_a.backlog(WAIT) == [] and await alice_on_b.backlog(WAIT) == []
 
-            body = message_list([(1, bob.registration_id)], content=b"over B's socket", timestamp=33)
             started = time.monotonic()
-            response = await alice_on_b.request(
-                "PUT",
-                f"/v1/messages/{bob.account_id}",
-                json.dumps(body).encode(),
-                ["Content-Type:application/json"],
-                timeout=WAIT,
-            )
-            assert (response.status, json.loads(response.body)) == (200, {"needsSync": False})
+            await send_over_socket(alice_on_b, bob.account_id, bob.registration_id, b"over B's socket", 33, timeout=WAIT)
 
             delivery = await bob_on_a.next_request(WAIT)
             latency = bob_on_a.arrived_at[delivery.id] - started

@@ -38,6 +38,15 @@ async def send_over_http(url, authorization, destination, registration_id, conte
     assert response.json() == {"needsSync": False}
 
 
+async def send_over_socket(ws, destination, registration_id, content: bytes, timestamp: int, *, timeout: float):
+    """The same send tunnelled over an authenticated ChatSocket (`PUT /v1/messages/...` frame)."""
+    body = message_list([(1, registration_id)], content=content, timestamp=timestamp)
+    response = await ws.request(
+        "PUT", f"/v1/messages/{destination}", json.dumps(body).encode(), ["Content-Type:application/json"], timeout=timeout
+    )
+    assert (response.status, json.loads(response.body)) == (200, {"needsSync": False})
+
+
 @database_sync_to_async
 def queued_guids(account_id) -> set[uuid.UUID]:
     return set(QueuedMessage.objects.filter(device__account_id=account_id).values_list("guid", flat=True))
