@@ -5,7 +5,8 @@ PostgreSQL database and Redis (tests/servers.py), with one worker on a free loop
 - It answers `GET /health/live` within START_TIMEOUT and `GET /health/ready` (it reaches the
   database and Redis).
 - A device's authenticated `/v1/websocket/` upgrade carries `X-Signal-Timestamp` (the server time
-  in milliseconds), and a message another device sends over HTTP arrives on that socket.
+  in milliseconds) and accepts no permessage-deflate that the client offers (frames carry
+  ciphertext, which does not compress: deflating it costs CPU on both ends for nothing), and a message another device sends over HTTP arrives on that socket.
 - Its output (stdout and stderr, at the production LOG_LEVEL=INFO) names no client address: the
   Procfile turns uvicorn's access log off and its own level to warning, since uvicorn's info
   lines ("127.0.0.1:54321 - "WebSocket /v1/websocket/" [accepted]") name the peer (the privacy
@@ -157,6 +158,7 @@ async def test_the_procfile_web_process_serves_sockets_logs_no_addresses_and_sto
             timestamp = bob_ws.ws.response.headers.get("X-Signal-Timestamp")
             assert timestamp is not None and re.fullmatch(r"\d{13}", timestamp), bob_ws.ws.response.headers
             assert before <= int(timestamp) <= after
+            assert "Sec-WebSocket-Extensions" not in bob_ws.ws.response.headers  # deflate was offered
 
             assert await bob_ws.backlog(WAIT) == []
             await send_over_http(url, device_auth(alice), bob.account_id, bob.registration_id, b"via Procfile", 44)
