@@ -20,7 +20,7 @@ from accounts.captcha import get_captcha_provider
 from accounts.models import PRIMARY_DEVICE_ID, Account, Device, RateLimitPushChallenge
 from push.services import send_push_challenge
 from signalserver import ratelimit
-from signalserver.errors import BadRequest, ChallengeRequired, NotFound, RateLimited
+from signalserver.errors import BadRequest, ChallengeRequired, DomainError, NotFound, RateLimited
 
 CAPTCHA = "captcha"
 PUSH_CHALLENGE = "pushChallenge"
@@ -58,15 +58,18 @@ def check_challenge_gated(name: str, key: str, *, account: Account, also: tuple[
     """`ratelimit.check` for a limit a challenge lifts: 428 when some challenge can be answered,
     429 when none can. `also`: other buckets taken in the same call (all or none), whose refusal
     is a plain 429."""
-    try:
-        ratelimit.check_all([ratelimit.Take(name, key, 1, account.aci), *also])
-    except RateLimited as limited:
-        if limited.limiter != name:
-            raise
-        challenge = challenge_for(account, limited.retry_after)
-        if challenge.options:
-            raise challenge from None
-        raise
+    failure = ratelimit.check_each([[ratelimit.Take(name, key, 1, account.aci), *also]])[0]
+    if failure is not None:
+        raise challenge_gated(failure, name, account=account)
+
+
+def challenge_gated(failure: DomainError, name: str, *, account: Account) -> DomainError:
+    """What a refused check that included limiter `name` answers: the 428 when `name` refused and
+    a challenge can be answered, else the refusal itself."""
+    if not isinstance(failure, RateLimited) or failure.limiter != name:
+        return failure
+    challenge = challenge_for(account, failure.retry_after)
+    return challenge if challenge.options else failure
 
 
 def _lift_limits(account: Account) -> None:

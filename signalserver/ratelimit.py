@@ -31,7 +31,7 @@ from django.conf import settings
 from redis.exceptions import RedisError
 
 from signalserver.crypto import server_key
-from signalserver.errors import RateLimited, ServiceUnavailable
+from signalserver.errors import DomainError, RateLimited, ServiceUnavailable
 
 logger = logging.getLogger(__name__)
 
@@ -107,39 +107,51 @@ def bucket_key(name: str, key: str) -> str:
 
 # ---- buckets --------------------------------------------------------------------------------
 
-# KEYS[1] the operator-settings version, KEYS[2..] the buckets. ARGV: the version the caller's limits
-# come from, now (ms), "1" to only look, then per bucket its size, ms per permit and permits wanted.
-# All buckets or none: returns {-2, 0} when the caller's limits are out of date (nothing taken),
-# {-1, 0} when every bucket had the permits (taken unless looking), else {i, ms}: bucket i (from 0)
-# is short, and ms until it has them.
+# KEYS[1] the operator-settings version, KEYS[2..] the buckets of every check in order. ARGV: the
+# version the caller's limits come from, now (ms), "1" to only look, then per check its bucket count
+# n and n times the bucket's size, ms per permit and permits wanted. Each check takes from all its
+# buckets or none, in order, seeing what the checks before it took. Returns {-2} when the caller's
+# limits are out of date (nothing taken), else two numbers per check: -1, 0 when every bucket had
+# the permits (taken unless looking), or i, ms: bucket i (from 0) is short, ms until it has them.
 _TAKE = """
-if (redis.call('GET', KEYS[1]) or '0') ~= ARGV[1] then return {-2, 0} end
+if (redis.call('GET', KEYS[1]) or '0') ~= ARGV[1] then return {-2} end
 local now = tonumber(ARGV[2])
-local left = {}
-for i = 1, #KEYS - 1 do
-  local size, per, want = tonumber(ARGV[3 * i + 1]), tonumber(ARGV[3 * i + 2]), tonumber(ARGV[3 * i + 3])
-  local state = redis.call('HMGET', KEYS[i + 1], 'p', 't')
-  local permits = size
-  if state[1] then
-    permits = math.min(size, tonumber(state[1]) + math.max(0, now - tonumber(state[2])) / per)
+local out = {}
+local key, arg = 2, 4
+while arg <= #ARGV do
+  local n = tonumber(ARGV[arg])
+  arg = arg + 1
+  local left, short, wait = {}, -1, 0
+  for i = 0, n - 1 do
+    local size, per, want = tonumber(ARGV[arg + 3 * i]), tonumber(ARGV[arg + 3 * i + 1]), tonumber(ARGV[arg + 3 * i + 2])
+    local state = redis.call('HMGET', KEYS[key + i], 'p', 't')
+    local permits = size
+    if state[1] then
+      permits = math.min(size, tonumber(state[1]) + math.max(0, now - tonumber(state[2])) / per)
+    end
+    if permits < want then
+      short, wait = i, math.max(1, math.ceil((want - permits) * per))
+      break
+    end
+    left[i] = permits - want
   end
-  if permits < want then
-    return {i - 1, math.max(1, math.ceil((want - permits) * per))}
+  if short < 0 and ARGV[3] ~= '1' then
+    for i = 0, n - 1 do
+      local size, per = tonumber(ARGV[arg + 3 * i]), tonumber(ARGV[arg + 3 * i + 1])
+      local refill = math.ceil((size - left[i]) * per)
+      if refill <= 0 then
+        redis.call('DEL', KEYS[key + i])
+      else
+        redis.call('HSET', KEYS[key + i], 'p', string.format('%.17g', left[i]), 't', ARGV[2])
+        redis.call('PEXPIRE', KEYS[key + i], refill)
+      end
+    end
   end
-  left[i] = permits - want
+  out[#out + 1] = short
+  out[#out + 1] = wait
+  key, arg = key + n, arg + 3 * n
 end
-if ARGV[3] == '1' then return {-1, 0} end
-for i = 1, #KEYS - 1 do
-  local size, per = tonumber(ARGV[3 * i + 1]), tonumber(ARGV[3 * i + 2])
-  local refill = math.ceil((size - left[i]) * per)
-  if refill <= 0 then
-    redis.call('DEL', KEYS[i + 1])
-  else
-    redis.call('HSET', KEYS[i + 1], 'p', string.format('%.17g', left[i]), 't', ARGV[2])
-    redis.call('PEXPIRE', KEYS[i + 1], refill)
-  end
-end
-return {-1, 0}
+return out
 """
 TAKEN, STALE = -1, -2
 
@@ -165,15 +177,21 @@ class RedisBuckets:
         self._redis = sync_redis()
         self._take = self._redis.register_script(_TAKE)
 
-    def take(self, wanted: list[Bucket], now_ms: int, version: str, look: bool = False) -> tuple[int, int]:
-        """(TAKEN, 0), (STALE, 0), or (index of the short bucket, ms until it has the permits)."""
+    def take(self, checks: list[list[Bucket]], now_ms: int, version: str, look: bool = False) -> list[tuple[int, int]] | None:
+        """Per check (TAKEN, 0) or (index of the short bucket, ms until it has the permits); None
+        when `version` is out of date."""
         from signalserver.operator_settings import VERSION_KEY
 
-        args = [version, now_ms, "1" if look else "0"]
-        for _, limit, permits in wanted:
-            args += [limit.bucket_size, limit.permit_seconds * 1000, permits]
-        index, ms = self._take(keys=[VERSION_KEY, *(key for key, _, _ in wanted)], args=args)
-        return int(index), int(ms)
+        keys, args = [VERSION_KEY], [version, now_ms, "1" if look else "0"]
+        for wanted in checks:
+            args.append(len(wanted))
+            for key, limit, permits in wanted:
+                keys.append(key)
+                args += [limit.bucket_size, limit.permit_seconds * 1000, permits]
+        flat = self._take(keys=keys, args=args)
+        if int(flat[0]) == STALE:
+            return None
+        return [(int(flat[i]), int(flat[i + 1])) for i in range(0, len(flat), 2)]
 
     def delete(self, patterns: list[str]) -> int:
         deleted = 0
@@ -191,23 +209,26 @@ class LocalBuckets:
         self._lock = threading.Lock()
         self._buckets: dict[str, tuple[float, int]] = {}  # key -> (permits, at ms)
 
-    def take(self, wanted: list[Bucket], now_ms: int, version: str, look: bool = False) -> tuple[int, int]:
+    def take(self, checks: list[list[Bucket]], now_ms: int, version: str, look: bool = False) -> list[tuple[int, int]]:
         with self._lock:
-            left = []
-            for index, (key, limit, permits) in enumerate(wanted):
-                per_ms = limit.permit_seconds * 1000
-                available, at = self._buckets.get(key, (limit.bucket_size, now_ms))
-                available = min(limit.bucket_size, available + max(0, now_ms - at) / per_ms)
-                if available < permits:
-                    return index, max(1, math.ceil((permits - available) * per_ms))
-                left.append(available - permits)
-            if not look:
-                for (key, limit, _), available in zip(wanted, left, strict=True):
-                    if available >= limit.bucket_size:
-                        self._buckets.pop(key, None)
-                    else:
-                        self._buckets[key] = (available, now_ms)
-            return TAKEN, 0
+            return [self._take_one(wanted, now_ms, look) for wanted in checks]
+
+    def _take_one(self, wanted: list[Bucket], now_ms: int, look: bool) -> tuple[int, int]:
+        left = []
+        for index, (key, limit, permits) in enumerate(wanted):
+            per_ms = limit.permit_seconds * 1000
+            available, at = self._buckets.get(key, (limit.bucket_size, now_ms))
+            available = min(limit.bucket_size, available + max(0, now_ms - at) / per_ms)
+            if available < permits:
+                return index, max(1, math.ceil((permits - available) * per_ms))
+            left.append(available - permits)
+        if not look:
+            for (key, limit, _), available in zip(wanted, left, strict=True):
+                if available >= limit.bucket_size:
+                    self._buckets.pop(key, None)
+                else:
+                    self._buckets[key] = (available, now_ms)
+        return TAKEN, 0
 
     def delete(self, patterns: list[str]) -> int:
         import fnmatch
@@ -244,47 +265,68 @@ def check(name: str, key: str | None, *, permits: int = 1, aci=None) -> None:
 def check_all(takes: list[Take]) -> None:
     """`check` for several distinct buckets at once, in one Lua call: every bucket gives its permits
     or none does. RateLimited names the limiter that refused (`.limiter`)."""
-    wanted: list[tuple[Limiter, Take]] = []
-    for take in takes:
-        limiter = LIMITERS[take.name]
-        if take.key is None:
-            if limiter.fail_open:
-                continue
-            raise RateLimited(UNKNOWN_KEY_RETRY_SECONDS, limiter=take.name)
-        if take.permits > 0:
-            wanted.append((limiter, take))
-    if not wanted:
-        return
+    failure = check_each([takes])[0]
+    if failure is not None:
+        raise failure
+
+
+def check_each(checks: list[list[Take]]) -> list[DomainError | None]:
+    """Many independent `check_all`s in one Lua call (a batch of sends), in order, each seeing what
+    the ones before it took. Per check: None when taken, else the error it answers with
+    (RateLimited, or ServiceUnavailable when the limiter is down and the check does not fail open)."""
+    failures: list[DomainError | None] = [None] * len(checks)
+    asked: list[tuple[int, list[tuple[Limiter, Take]]]] = []  # (index of the check, its buckets)
+    for index, takes in enumerate(checks):
+        wanted = []
+        for take in takes:
+            limiter = LIMITERS[take.name]
+            if take.key is None:
+                if limiter.fail_open:
+                    continue
+                failures[index] = RateLimited(UNKNOWN_KEY_RETRY_SECONDS, limiter=take.name)
+                break
+            if take.permits > 0:
+                wanted.append((limiter, take))
+        else:
+            if wanted:
+                asked.append((index, wanted))
+    if not asked:
+        return failures
     try:
-        index, ms = _take(wanted)
+        outcomes = _take([wanted for _, wanted in asked])
     except RedisError as error:
-        logger.warning("rate limiter unavailable", extra={"limiters": [take.name for _, take in wanted], "error": type(error).__name__})
-        if all(limiter.fail_open for limiter, _ in wanted):
-            return
-        raise ServiceUnavailable("rate limiter unavailable") from None
-    if index != TAKEN:
-        raise RateLimited(math.ceil(ms / 1000), limiter=wanted[index][1].name)
+        names = sorted({take.name for _, wanted in asked for _, take in wanted})
+        logger.warning("rate limiter unavailable", extra={"limiters": names, "error": type(error).__name__})
+        for index, wanted in asked:
+            if not all(limiter.fail_open for limiter, _ in wanted):
+                failures[index] = ServiceUnavailable("rate limiter unavailable")
+        return failures
+    for (index, wanted), (short, ms) in zip(asked, outcomes, strict=True):
+        if short != TAKEN:
+            failures[index] = RateLimited(math.ceil(ms / 1000), limiter=wanted[short][1].name)
+    return failures
 
 
 def available(name: str, key: str, *, permits: int = 1, aci=None) -> bool:
     """Whether `check` would let `permits` through now, without taking them (False when Redis fails)."""
     try:
-        return _take([(LIMITERS[name], Take(name, key, permits, aci))], look=True)[0] == TAKEN
+        return _take([[(LIMITERS[name], Take(name, key, permits, aci))]], look=True)[0][0] == TAKEN
     except RedisError:
         return False
 
 
-def _take(wanted: list[tuple[Limiter, Take]], look: bool = False) -> tuple[int, int]:
+def _take(checks: list[list[tuple[Limiter, Take]]], look: bool = False) -> list[tuple[int, int]]:
     from signalserver import operator_settings
 
     for _ in range(3):  # the settings changed since this process read them: read them again
         current = operator_settings.current()
-        buckets_wanted = [
-            (bucket_key(limiter.name, take.key), current.limit(limiter, take.aci), take.permits) for limiter, take in wanted
+        wanted = [
+            [(bucket_key(limiter.name, take.key), current.limit(limiter, take.aci), take.permits) for limiter, take in check]
+            for check in checks
         ]
-        outcome = buckets().take(buckets_wanted, clock_ms(), current.version, look)
-        if outcome[0] != STALE:
-            return outcome
+        outcomes = buckets().take(wanted, clock_ms(), current.version, look)
+        if outcomes is not None:
+            return outcomes
         operator_settings.reload()
     raise RedisError("operator settings version keeps changing")
 

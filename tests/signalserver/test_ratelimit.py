@@ -160,3 +160,36 @@ def test_several_buckets_are_taken_all_or_none(clock, backend):
         spend("messages", "pair")
     assert refused.value.limiter == "messages"
     spend("inboundMessageBytes", "recipient", 40)
+
+
+def test_a_batch_of_checks_is_answered_check_by_check_in_one_call(clock, backend):
+    """A batch of sends checks its buckets in one call: each check all or none, in order, each
+    seeing what the checks before it took; one refused check leaves the others alone."""
+    override_limit("messages", 2, 1)
+    override_limit("inboundMessageBytes", 100, 1)
+
+    def send(pair, recipient, size):
+        return [ratelimit.Take("messages", pair), ratelimit.Take("inboundMessageBytes", recipient, size)]
+
+    failures = ratelimit.check_each(
+        [
+            send("a", "r", 10),
+            send("a", "r", 10),
+            send("a", "r", 10),  # the pair's third message in the bucket of two
+            send("b", "r", 90),  # 80 bytes left for r: refused, and takes nothing from b
+            send("b", "r", 80),
+            [ratelimit.Take("messages", None)],  # no key: `messages` fails open
+        ]
+    )
+    assert [None if f is None else (f.limiter, f.retry_after) for f in failures] == [
+        None,
+        None,
+        ("messages", 1),
+        ("inboundMessageBytes", 10),
+        None,
+        None,
+    ]
+    spend("messages", "b")  # the refused check took nothing: b's second permit is left
+    assert not ratelimit.available("messages", "b")
+    assert not ratelimit.available("inboundMessageBytes", "r")
+    assert ratelimit.check_each([]) == []
