@@ -9,12 +9,14 @@ from __future__ import annotations
 import json
 import uuid
 
+from messaging.batches import submit_send
 from messaging.certificates import issue_sender_certificate
 from messaging.multi_recipient import MAX_BODY_BYTES, parse_multi_recipient
 from messaging.reports import report_spam
 from messaging.services import (
     ContentTooLarge,
     OutgoingMessage,
+    SendRequest,
     acknowledge_messages,
     list_queued,
     send_message,
@@ -33,6 +35,16 @@ LIST_LIMIT = 100
 
 def put_messages(call: Call, destination: str) -> tuple[int, dict]:
     """PUT /v1/messages/{destination} (spec §4.1)."""
+    return 200, {"needsSync": send_message(_send_request(call, destination))}
+
+
+async def put_messages_batched(call: Call, destination: str) -> tuple[int, dict]:
+    """`put_messages` for the socket tunnel: the send joins the batch of the loop's sockets."""
+    return 200, {"needsSync": await submit_send(_send_request(call, destination))}
+
+
+def _send_request(call: Call, destination: str) -> SendRequest:
+    """The send a request asks for, after the checks that need no database."""
     try:
         service_id = ServiceId.parse(destination)
     except ValueError:
@@ -43,7 +55,7 @@ def put_messages(call: Call, destination: str) -> tuple[int, dict]:
     raw_messages = data.get("messages")
     if not isinstance(raw_messages, list) or not 0 < len(raw_messages) <= MAX_MESSAGES_PER_SEND:
         raise UnprocessableEntity("messages must be a list of 1 to 127 entries")
-    needs_sync = send_message(
+    return SendRequest(
         sender=call.principal,
         destination=service_id,
         messages=[_outgoing_message(entry) for entry in raw_messages],
@@ -53,7 +65,6 @@ def put_messages(call: Call, destination: str) -> tuple[int, dict]:
         timestamp=_int(data, "timestamp", default=0),
         access_key=access_key,
     )
-    return 200, {"needsSync": needs_sync}
 
 
 def put_multi_recipient_message(call: Call) -> tuple[int, dict]:

@@ -11,4 +11,4 @@ class MessagingConfig(AppConfig):
 
         # The hottest tunnelled requests: served without building a Django request.
         tunnel.register("PUT", r"/v1/messages/multi_recipient", api.put_multi_recipient_message)
-        tunnel.register("PUT", r"/v1/messages/(?P<destination>[^/]+)", api.put_messages)
+        tunnel.register("PUT", r"/v1/messages/(?P<destination>[^/]+)", api.put_messages_batched)

@@ -9,7 +9,7 @@ then live messages arrive inline from `deliver_envelopes` (no read-back). At mos
 MAX_UNACKNOWLEDGED deliveries are outstanding; when the window is full, or inline rows would
 overtake rows not yet read, the consumer re-reads the table after the last row it fetched. A 2xx
 ack deletes the row and queues the receipt, batched with the acks of the process's other sockets
-(`ack_batches`); a non-2xx leaves it for the next connection.
+(`messaging.batches`); a non-2xx leaves it for the next connection.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from urllib.parse import parse_qs
 from signalserver.db import in_db_thread
 
 from accounts.services import device_group
-from messaging.ack_batches import ack_batcher
+from messaging.batches import submit_ack
 from messaging.envelopes import parse_envelope
 from messaging.notify import local_sockets
 from messaging.presence import PRESENCE_REFRESH_SECONDS, get_presence
@@ -207,7 +207,7 @@ class ChatConsumer(FramedConsumer):
         self._remember(row_id)
         if story and not self.receive_stories:
             # Not for this connection: dropped silently (spec §4.3).
-            self.last_ack = ack_batcher().add(self.device, row_id)
+            self.last_ack = submit_ack(self.device, row_id)
             return
         request_id = await self.send_request(MESSAGE_PATH, envelope)
         self.pending[request_id] = row_id
@@ -228,7 +228,7 @@ class ChatConsumer(FramedConsumer):
             return  # a response to nothing we asked is ignored
         row_id = self.pending.pop(request_id)
         if row_id is not None and 200 <= status < 300:
-            self.last_ack = ack_batcher().add(self.device, row_id)
+            self.last_ack = submit_ack(self.device, row_id)
         self.wake.set()
 
     # --- Events from the rest of the server -----------------------------------------------------

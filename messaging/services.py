@@ -1,6 +1,7 @@
 """Sending, queueing and acknowledging messages: the one delivery path (DESIGN.md §4).
 
-`send_message` checks a 1:1 send and turns it into envelopes; `deliver_envelopes` is the only way
+`send_messages` checks 1:1 sends (one, or a batch from the sockets of a process:
+`messaging.batches`) and turns them into envelopes; `deliver_envelopes` is the only way
 into a device queue (1:1 sends, receipts, and later multi-recipient and group fan-out); after its
 transaction commits it hands the new rows to the devices' live sockets, or asks for a push.
 """
@@ -14,12 +15,13 @@ import uuid
 from contextlib import nullcontext
 from dataclasses import dataclass, field, replace
 from functools import cache
+from typing import Any
 
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
 
 from accounts.models import MAX_DEVICE_ID, Account, Device
-from accounts.challenges import check_challenge_gated
+from accounts.challenges import challenge_gated
 from accounts.selectors import has_unidentified_access
 from messaging.envelopes import (
     CLIENT_TYPES,
@@ -122,92 +124,187 @@ def now_ms() -> int:
 # --- Sending ------------------------------------------------------------------------------------
 
 
-def send_message(
-    *,
-    sender,
-    destination: ServiceId,
-    messages: list[OutgoingMessage],
-    online: bool = False,
-    urgent: bool = True,
-    story: bool = False,
-    timestamp: int = 0,
-    access_key: bytes | None = None,
-) -> bool:
-    """Queue one 1:1 send (spec §4.1): identified, sealed sender, or a story; returns `needsSync`.
+@dataclass(frozen=True, slots=True)
+class SendRequest:
+    """One 1:1 send (spec §4.1): identified, sealed sender, or a story.
 
     `sender` is the authenticated principal (`request.auth`), None for an anonymous caller, who
     needs the destination's unidentified `access_key` (spec §4.8) unless it sends a story.
     """
-    check_outgoing_messages(messages)
-    if not 0 <= timestamp <= MAX_TIMESTAMP:
-        raise UnprocessableEntity("timestamp out of range")
 
-    is_sync = sender is not None and not story and destination.uuid in (sender.account.aci, sender.account.pni)
-    if is_sync and destination.is_pni:
+    sender: Any
+    destination: ServiceId
+    messages: list[OutgoingMessage]
+    online: bool = False
+    urgent: bool = True
+    story: bool = False
+    timestamp: int = 0
+    access_key: bytes | None = None
+
+
+def send_message(request: SendRequest) -> bool:
+    """Queue one 1:1 send; returns `needsSync`."""
+    outcome = send_messages([request])[0]
+    if isinstance(outcome, Exception):
+        raise outcome
+    return outcome
+
+
+@dataclass(slots=True)
+class _Send:
+    """A send on its way through `send_messages`."""
+
+    index: int
+    request: SendRequest
+    is_sync: bool = False
+    source: ServiceId | None = None  # the sender as the envelope names it (None: sealed, story)
+    target: Destination | None = None
+    takes: list = field(default_factory=list)  # the rate-limit buckets it takes
+    refusal: DomainError | None = None  # what the rate limiter said to those
+    deliveries: list[Delivery] = field(default_factory=list)
+
+
+def send_messages(requests: list[SendRequest]) -> list[bool | Exception]:
+    """Queue many 1:1 sends at once (the sends of a process's sockets that arrived together): one
+    read of every destination and sender, one rate-limit call, one INSERT. Each send succeeds or
+    fails on its own: its outcome is its `needsSync`, or the error it answers with."""
+    outcomes: list = [None] * len(requests)
+    sends = _each([_Send(index, request) for index, request in enumerate(requests)], outcomes, _check_request)
+    if not sends:
+        return outcomes
+    accounts = _load_accounts(
+        [send.request.destination for send in sends], [send.source.uuid for send in sends if send.source is not None]
+    )
+    sends = _each(sends, outcomes, lambda send: _check_access(send, accounts))
+    for send, refusal in zip(sends, ratelimit.check_each([send.takes for send in sends]), strict=True):
+        send.refusal = refusal
+    sends = _each(sends, outcomes, _check_refusal)
+    sends = _each(sends, outcomes, _build_deliveries)
+    for send in _queue(sends, outcomes):
+        if send.is_sync or send.source is None:
+            outcomes[send.index] = False
+        else:
+            sender = accounts.get(send.source)
+            outcomes[send.index] = sender is not None and len(sender.devices) > 1
+    return outcomes
+
+
+def _each(sends: list[_Send], outcomes: list, step) -> list[_Send]:
+    """Apply one step of `send_messages` to every send; the sends that go on. A step raises the
+    DomainError a send answers with, or returns a send's final outcome early (not None)."""
+    going_on = []
+    for send in sends:
+        try:
+            outcome = step(send)
+        except DomainError as error:
+            outcomes[send.index] = error
+        else:
+            if outcome is None:
+                going_on.append(send)
+            else:
+                outcomes[send.index] = outcome
+    return going_on
+
+
+def _check_request(send: _Send) -> None:
+    """What a send can be refused for before anything is read."""
+    request = send.request
+    check_outgoing_messages(request.messages)
+    if not 0 <= request.timestamp <= MAX_TIMESTAMP:
+        raise UnprocessableEntity("timestamp out of range")
+    sender, destination = request.sender, request.destination
+    send.is_sync = sender is not None and not request.story and destination.uuid in (sender.account.aci, sender.account.pni)
+    if send.is_sync and destination.is_pni:
         raise Forbidden("sync messages go to the ACI")
-    if sender is None and not story and (access_key is None or destination.is_pni):
+    if sender is None and not request.story and (request.access_key is None or destination.is_pni):
         raise Unauthorized()  # sealed sender: a PNI destination looks exactly like a wrong key
     # Stories and sealed-sender messages carry no sender anywhere on the server.
-    source = ServiceId(sender.account.aci) if sender is not None and not story else None
-    target = _load_destination(destination, sender_aci=source.uuid if source is not None else None)
+    send.source = ServiceId(sender.account.aci) if sender is not None and not request.story else None
 
-    if story:
+
+def _check_access(send: _Send, accounts: dict[ServiceId, Destination]) -> bool | None:
+    """The destination exists and the sender may write to it; the rate-limit buckets the send takes."""
+    request = send.request
+    target = accounts.get(request.destination)
+    if request.story:
         if target is None:
             return False  # never reveal whether a story's destination exists
-    elif sender is None:
+    elif request.sender is None:
         # Sealed sender: unknown destinations look exactly like a wrong key (401, not 404).
-        if target is None or not has_unidentified_access(target, access_key):
+        if target is None or not has_unidentified_access(target, request.access_key):
             raise Unauthorized()
-        if any(message.type != UNIDENTIFIED_SENDER for message in messages):
+        if any(message.type != UNIDENTIFIED_SENDER for message in request.messages):
             raise BadRequest("sealed-sender messages must be of type UNIDENTIFIED_SENDER")
     elif target is None:
         raise NotFound()
-    # The send's buckets in one call, all or none.
-    inbound = ratelimit.Take("inboundMessageBytes", str(target.aci), sum(len(m.content) for m in messages))
-    if story:
-        ratelimit.check_all([ratelimit.Take("stories", str(target.aci)), inbound])
-    elif source is not None and not is_sync:
-        pair = ratelimit.pair_key(sender.account.aci, target.aci)
-        check_challenge_gated("messages", pair, account=sender.account, also=(inbound,))
+    send.target = target
+    inbound = ratelimit.Take("inboundMessageBytes", str(target.aci), sum(len(m.content) for m in request.messages))
+    if request.story:
+        send.takes = [ratelimit.Take("stories", str(target.aci)), inbound]
+    elif send.source is not None and not send.is_sync:
+        pair = ratelimit.pair_key(send.source.uuid, target.aci)
+        send.takes = [ratelimit.Take("messages", pair, 1, send.source.uuid), inbound]
     else:
-        ratelimit.check_all([inbound])
+        send.takes = [inbound]
+    return None
 
+
+def _check_refusal(send: _Send) -> None:
+    if send.refusal is not None:
+        if send.request.sender is None:
+            raise send.refusal
+        # The sender's `messages` limit is lifted by a challenge (428); the others are a plain 429.
+        raise challenge_gated(send.refusal, "messages", account=send.request.sender.account)
+
+
+def _build_deliveries(send: _Send) -> None:
+    """The send's envelopes, after the 409/410/413 checks against the destination's devices."""
+    request, target = send.request, send.target
+    exclude_device_id = request.sender.device.device_id if send.is_sync else None
+    devices = _check_device_set(target.devices, request.destination, request.messages, exclude_device_id=exclude_device_id)
     server_timestamp = now_ms()
-    source_device = sender.device.device_id if source is not None else None
-    exclude_device_id = sender.device.device_id if is_sync else None
-    for attempt in (1, 2):
-        devices = _check_device_set(target.devices, destination, messages, exclude_device_id=exclude_device_id)
-        deliveries = [
-            _delivery(
-                devices[message.device_id],
-                target.aci,
-                message=message,
-                destination=destination,
-                source=source,
-                source_device=source_device,
-                client_timestamp=timestamp or server_timestamp,
-                server_timestamp=server_timestamp,
-                urgent=urgent,
-                story=story,
-                ephemeral=online,
-            )
-            for message in messages
-        ]
+    send.deliveries = [
+        _delivery(
+            devices[message.device_id],
+            target.aci,
+            message=message,
+            destination=request.destination,
+            source=send.source,
+            source_device=request.sender.device.device_id if send.source is not None else None,
+            client_timestamp=request.timestamp or server_timestamp,
+            server_timestamp=server_timestamp,
+            urgent=request.urgent,
+            story=request.story,
+            ephemeral=request.online,
+        )
+        for message in request.messages
+    ]
+
+
+def _queue(sends: list[_Send], outcomes: list) -> list[_Send]:
+    """Insert the rows of every send in one statement (atomic on its own); the sends queued."""
+    try:
+        with _savepoint_if_nested():
+            deliver_envelopes([delivery for send in sends for delivery in send.deliveries])
+        return sends
+    except IntegrityError:
+        pass
+    # A destination device went away between the read and the insert, and the statement inserted
+    # nothing: each send again on its own, after a fresh read of its destination, which answers
+    # 409/410 like any other mismatch.
+    queued = []
+    for send in sends:
+        reloaded = _load_accounts([send.request.destination], []).get(send.request.destination)
+        send.target = replace(send.target, devices=reloaded.devices if reloaded is not None else [])
         try:
-            # One INSERT for every row (at most 127): atomic on its own, no transaction needed.
+            _build_deliveries(send)
             with _savepoint_if_nested():
-                deliver_envelopes(deliveries)
-            break
-        except IntegrityError:
-            # A destination device went away between our read and the insert; the second
-            # attempt sees the new device list and answers 409/410 like any other mismatch.
-            if attempt == 2:
-                raise
-            reloaded = _load_destination(destination, sender_aci=None)
-            target = replace(target, devices=reloaded.devices if reloaded is not None else [])
-    if is_sync or source is None:
-        return False
-    return target.sender_devices > 1
+                deliver_envelopes(send.deliveries)
+        except (DomainError, IntegrityError) as error:
+            outcomes[send.index] = error
+        else:
+            queued.append(send)
+    return queued
 
 
 def _savepoint_if_nested():
@@ -235,43 +332,57 @@ def check_outgoing_messages(messages: list[OutgoingMessage]) -> None:
 
 @dataclass(frozen=True, slots=True)
 class Destination:
-    """What a 1:1 send needs of its destination account (and of its sender), read in one query."""
+    """What a 1:1 send needs of an account (its destination, or its sender), read in one query."""
 
     aci: uuid.UUID
     unidentified_access_key: bytes | None
     unrestricted_unidentified_access: bool
     devices: list[tuple]  # (device id, pk, registration id, PNI registration id)
-    sender_devices: int  # how many devices the sender has (`needsSync`); 0 without a sender
 
 
 @cache
-def _destination_sql(column: str) -> str:
+def _accounts_sql(vendor: str, acis: int, pnis: int) -> str:
     accounts, devices = Account._meta.db_table, Device._meta.db_table
+    if vendor == "postgresql":  # one statement text for any count (psycopg converts it once)
+        condition = "a.aci = ANY(%s::uuid[]) OR a.pni = ANY(%s::uuid[])"
+    else:
+        condition = f"a.aci IN ({_parameters(acis)}) OR a.pni IN ({_parameters(pnis)})"
     return (
-        "SELECT a.aci, a.unidentified_access_key, a.unrestricted_unidentified_access,"
-        " d.device_id, d.id, d.registration_id, d.pni_registration_id,"
-        f" (SELECT count(*) FROM {devices} s WHERE s.account_id = %s)"
-        f" FROM {accounts} a JOIN {devices} d ON d.account_id = a.aci WHERE a.{column} = %s"
+        "SELECT a.aci, a.pni, a.unidentified_access_key, a.unrestricted_unidentified_access,"
+        " d.device_id, d.id, d.registration_id, d.pni_registration_id"
+        f" FROM {accounts} a JOIN {devices} d ON d.account_id = a.aci WHERE {condition}"
     )
 
 
-def _load_destination(service_id: ServiceId, *, sender_aci: uuid.UUID | None) -> Destination | None:
-    """The account a service id names with its devices, and the sender's device count: the one
-    read of a send (a send is the hottest request we serve; no ORM query building on it)."""
-    sql = _destination_sql("pni" if service_id.is_pni else "aci")
+def _load_accounts(service_ids: list[ServiceId], sender_acis: list[uuid.UUID]) -> dict[ServiceId, Destination]:
+    """The accounts these service ids name, and the senders' accounts, with their devices: the
+    one read of a batch of sends (the hottest requests we serve; no ORM query building on them).
+    Unknown ones are absent (an account always has its primary device)."""
+    acis = list({sid.uuid for sid in service_ids if not sid.is_pni} | set(sender_acis))
+    pnis = list({sid.uuid for sid in service_ids if sid.is_pni})
+    if connection.vendor == "postgresql":
+        params = [acis, pnis]
+    else:
+        params = [db_uuid(value) for value in acis + pnis]
     with connection.cursor() as cursor:
-        cursor.execute(sql, [db_uuid(sender_aci), db_uuid(service_id.uuid)])
+        cursor.execute(_accounts_sql(connection.vendor, len(acis), len(pnis)), params)
         rows = cursor.fetchall()
-    if not rows:
-        return None  # no such account (an account always has its primary device)
-    aci, access_key, unrestricted, *_, sender_devices = rows[0]
-    return Destination(
-        aci=as_uuid(aci),
-        unidentified_access_key=bytes(access_key) if access_key is not None else None,
-        unrestricted_unidentified_access=bool(unrestricted),
-        devices=[row[3:7] for row in rows],
-        sender_devices=sender_devices,
-    )
+    found: dict[ServiceId, Destination] = {}
+    wanted_pnis = set(pnis)
+    for aci, pni, access_key, unrestricted, *device in rows:
+        key = ServiceId(as_uuid(aci))
+        account = found.get(key)
+        if account is None:
+            account = found[key] = Destination(
+                aci=key.uuid,
+                unidentified_access_key=bytes(access_key) if access_key is not None else None,
+                unrestricted_unidentified_access=bool(unrestricted),
+                devices=[],
+            )
+            if pni is not None and as_uuid(pni) in wanted_pnis:
+                found[ServiceId(as_uuid(pni), is_pni=True)] = account
+        account.devices.append(tuple(device))
+    return found
 
 
 def as_uuid(value) -> uuid.UUID:

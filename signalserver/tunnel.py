@@ -61,7 +61,9 @@ _routes: list[tuple[str, re.Pattern, Callable]] = []
 
 
 def register(verb: str, pattern: str, handler: Callable) -> None:
-    """Serve `verb pattern` over sockets by calling `handler` directly (a hot route)."""
+    """Serve `verb pattern` over sockets by calling `handler` directly (a hot route): a plain
+    function runs on a database thread; a coroutine function on the event loop (one that hands its
+    database work to a batch, e.g. a send)."""
     _routes.append((verb, re.compile(pattern), handler))
 
 
@@ -90,6 +92,11 @@ async def dispatch(*, principal, verb: str, path: str, headers: dict[str, str], 
         for route_verb, pattern, handler in _routes:
             if route_verb == verb and (match := pattern.fullmatch(route_path)):
                 call = Call(principal=principal, headers=headers, query=dict(parse_qsl(parts.query)), body=body)
+                if asyncio.iscoroutinefunction(handler):
+                    try:
+                        return json_reply(*await handler(call, **match.groupdict()))
+                    except Exception as exc:
+                        return _error_reply(exc)
                 return await in_db_thread(_call_handler)(handler, call, match.groupdict())
         return await _dispatch_to_view(principal, verb, parts.path, parts.query, headers, body, client)
     except Exception:
@@ -99,14 +106,18 @@ async def dispatch(*, principal, verb: str, path: str, headers: dict[str, str], 
 
 def _call_handler(handler: Callable, call: Call, groups: dict) -> Reply:
     try:
-        status, body = handler(call, **groups)
-        return json_reply(status, body)
+        return json_reply(*handler(call, **groups))
     except Exception as exc:
-        mapped = error_response(exc)
-        if mapped is None:
-            raise
-        status, body, headers = mapped
-        return json_reply(status, body, headers)
+        return _error_reply(exc)
+
+
+def _error_reply(exc: Exception) -> Reply:
+    """The answer to an error a handler raised, as over HTTP; re-raises one we do not map."""
+    mapped = error_response(exc)
+    if mapped is None:
+        raise exc
+    status, body, headers = mapped
+    return json_reply(status, body, headers)
 
 
 def json_reply(status: int, body: Any, headers: dict[str, str] | None = None) -> Reply:
