@@ -340,32 +340,22 @@ class Destination:
     devices: list[tuple]  # (device id, pk, registration id, PNI registration id)
 
 
-@cache
-def _accounts_sql(vendor: str, acis: int, pnis: int) -> str:
-    accounts, devices = Account._meta.db_table, Device._meta.db_table
-    if vendor == "postgresql":  # one statement text for any count (psycopg converts it once)
-        condition = "a.aci = ANY(%s::uuid[]) OR a.pni = ANY(%s::uuid[])"
-    else:
-        condition = f"a.aci IN ({_parameters(acis)}) OR a.pni IN ({_parameters(pnis)})"
-    return (
-        "SELECT a.aci, a.pni, a.unidentified_access_key, a.unrestricted_unidentified_access,"
-        " d.device_id, d.id, d.registration_id, d.pni_registration_id"
-        f" FROM {accounts} a JOIN {devices} d ON d.account_id = a.aci WHERE {condition}"
-    )
-
-
 def _load_accounts(service_ids: list[ServiceId], sender_acis: list[uuid.UUID]) -> dict[ServiceId, Destination]:
     """The accounts these service ids name, and the senders' accounts, with their devices: the
     one read of a batch of sends (the hottest requests we serve; no ORM query building on them).
     Unknown ones are absent (an account always has its primary device)."""
     acis = list({sid.uuid for sid in service_ids if not sid.is_pni} | set(sender_acis))
     pnis = list({sid.uuid for sid in service_ids if sid.is_pni})
-    if connection.vendor == "postgresql":
-        params = [acis, pnis]
-    else:
-        params = [db_uuid(value) for value in acis + pnis]
+    by_aci, aci_params = _any("a.aci", acis, "uuid")
+    by_pni, pni_params = _any("a.pni", pnis, "uuid")
     with connection.cursor() as cursor:
-        cursor.execute(_accounts_sql(connection.vendor, len(acis), len(pnis)), params)
+        cursor.execute(
+            "SELECT a.aci, a.pni, a.unidentified_access_key, a.unrestricted_unidentified_access,"
+            " d.device_id, d.id, d.registration_id, d.pni_registration_id"
+            f" FROM {Account._meta.db_table} a JOIN {Device._meta.db_table} d ON d.account_id = a.aci"
+            f" WHERE {by_aci} OR {by_pni}",
+            aci_params + pni_params,
+        )
         rows = cursor.fetchall()
     found: dict[ServiceId, Destination] = {}
     wanted_pnis = set(pnis)
@@ -602,21 +592,51 @@ def _combined_access_key(accounts) -> bytes:
 
 
 def deliver_envelopes(deliveries: list[Delivery]) -> None:
-    """Queue envelopes (one row per device, one INSERT per INSERT_BATCH rows: more than that only
-    inside a transaction) and, once committed, hand them to live
-    sockets or ask for pushes. Ephemeral envelopes are never stored: they go to live sockets only."""
+    """Queue envelopes (one row per device) and, once committed, hand them to live sockets or ask
+    for pushes. Ephemeral envelopes are never stored: they go to live sockets only. On PostgreSQL
+    the rows go in one INSERT; on SQLite one per INSERT_BATCH rows (more only inside a transaction)."""
     durable = [delivery for delivery in deliveries if not delivery.ephemeral]
-    for start in range(0, len(durable), INSERT_BATCH):
-        batch = durable[start : start + INSERT_BATCH]
-        params = []
-        for delivery in batch:
-            params += [delivery.device_pk, db_uuid(delivery.guid), delivery.server_timestamp, delivery.story, delivery.envelope]
-        with connection.cursor() as cursor:
-            cursor.execute(_insert_sql(len(batch)), params)
-            # Rows come back in the order of VALUES (PostgreSQL, SQLite ≥ 3.35; bulk_create relies on it too).
-            for delivery, (row_id,) in zip(batch, cursor.fetchall(), strict=True):
-                delivery.row_id = row_id
+    if durable and connection.vendor == "postgresql":
+        _insert_arrays(durable)
+    else:
+        for start in range(0, len(durable), INSERT_BATCH):
+            _insert_values(durable[start : start + INSERT_BATCH])
     transaction.on_commit(lambda: notify_committed(deliveries))
+
+
+_QUEUE_COLUMNS = "device_id, guid, server_timestamp, story, envelope"
+
+
+def _insert_arrays(deliveries: list[Delivery]) -> None:
+    """PostgreSQL: the rows as five arrays, one statement text whatever their count (psycopg
+    converts it once; a VALUES list of many rows was parsed again on every send)."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"INSERT INTO {QueuedMessage._meta.db_table} ({_QUEUE_COLUMNS})"
+            " SELECT * FROM unnest(%s::bigint[], %s::uuid[], %s::bigint[], %s::boolean[], %s::bytea[])"
+            " RETURNING id, guid",
+            [
+                [delivery.device_pk for delivery in deliveries],
+                [delivery.guid for delivery in deliveries],
+                [delivery.server_timestamp for delivery in deliveries],
+                [delivery.story for delivery in deliveries],
+                [delivery.envelope for delivery in deliveries],
+            ],
+        )
+        row_ids = dict((guid, row_id) for row_id, guid in cursor.fetchall())
+    for delivery in deliveries:
+        delivery.row_id = row_ids[delivery.guid]
+
+
+def _insert_values(deliveries: list[Delivery]) -> None:
+    params = []
+    for delivery in deliveries:
+        params += [delivery.device_pk, db_uuid(delivery.guid), delivery.server_timestamp, delivery.story, delivery.envelope]
+    with connection.cursor() as cursor:
+        cursor.execute(_insert_sql(len(deliveries)), params)
+        # Rows come back in the order of VALUES (SQLite ≥ 3.35; bulk_create relies on it too).
+        for delivery, (row_id,) in zip(deliveries, cursor.fetchall(), strict=True):
+            delivery.row_id = row_id
 
 
 def _parameters(count: int, one: str = "%s") -> str:
@@ -624,11 +644,18 @@ def _parameters(count: int, one: str = "%s") -> str:
     return ", ".join([one] * count)
 
 
+def _any(column: str, values: list, sql_type: str) -> tuple[str, list]:
+    """`column` equal to any of `values`, as raw SQL and its parameters: an array on PostgreSQL
+    (one statement text for any count, so psycopg converts it once), a list on SQLite."""
+    if connection.vendor == "postgresql":
+        return f"{column} = ANY(%s::{sql_type}[])", [values]
+    return f"{column} IN ({_parameters(len(values))})", [db_uuid(value) if isinstance(value, uuid.UUID) else value for value in values]
+
+
 @cache
 def _insert_sql(rows: int) -> str:
     values = _parameters(rows, "(%s, %s, %s, %s, %s)")
-    table = QueuedMessage._meta.db_table
-    return f"INSERT INTO {table} (device_id, guid, server_timestamp, story, envelope) VALUES {values} RETURNING id"
+    return f"INSERT INTO {QueuedMessage._meta.db_table} ({_QUEUE_COLUMNS}) VALUES {values} RETURNING id"
 
 
 # --- Reading and acknowledging ------------------------------------------------------------------
@@ -660,11 +687,8 @@ def acknowledge_messages(*, device, row_ids: list[int] | None = None, guids: lis
         return acknowledge_rows({(device.pk, device.device_id): row_ids})
     if not guids:
         return 0
-    return _delete_acknowledged(
-        f"device_id = %s AND guid IN ({_parameters(len(guids))})",
-        [device.pk, *(db_uuid(guid) for guid in guids)],
-        {device.pk: device.device_id},
-    )
+    by_guid, params = _any("guid", guids, "uuid")
+    return _delete_acknowledged(f"device_id = %s AND {by_guid}", [device.pk, *params], {device.pk: device.device_id})
 
 
 def acknowledge_rows(acks: dict[tuple[int, int], list[int]]) -> int:
@@ -711,12 +735,9 @@ def _queue_receipts(acknowledged: list[tuple[int, bytes]]) -> None:
         receipts_by_sender.setdefault(source.uuid, []).append((destination, acknowledging_device_id, envelope.client_timestamp))
     if not receipts_by_sender:
         return
-    senders = _parameters(len(receipts_by_sender))
+    senders, params = _any("account_id", list(receipts_by_sender), "uuid")
     with connection.cursor() as cursor:
-        cursor.execute(
-            f"SELECT id, account_id, device_id FROM {Device._meta.db_table} WHERE account_id IN ({senders})",
-            [db_uuid(aci) for aci in receipts_by_sender],
-        )
+        cursor.execute(f"SELECT id, account_id, device_id FROM {Device._meta.db_table} WHERE {senders}", params)
         devices = [(pk, as_uuid(aci), device_id) for pk, aci, device_id in cursor.fetchall()]
     server_timestamp = now_ms()
     deliveries = []

@@ -57,7 +57,9 @@ _batchers: WeakKeyDictionary[asyncio.AbstractEventLoop, dict[Callable, LoopBatch
 def loop_batcher(handle: Callable[[list], list], max_items: int) -> LoopBatcher:
     """The batcher of `handle` on the running event loop."""
     loop = asyncio.get_running_loop()
-    batchers = _batchers.setdefault(loop, {})
+    batchers = _batchers.get(loop)
+    if batchers is None:  # (WeakKeyDictionary.setdefault would make a weak reference every call)
+        batchers = _batchers[loop] = {}
     batcher = batchers.get(handle)
     if batcher is None:
         batcher = batchers[handle] = LoopBatcher(handle, loop, max_items)
