@@ -147,6 +147,9 @@ CELERY_BEAT_SCHEDULE = {
 MESSAGE_RETENTION_DAYS = env_int("MESSAGE_RETENTION_DAYS", 30)
 # Largest WebSocket frame accepted; a bigger one closes the socket with 1009 (spec §4.7).
 WEBSOCKET_MAX_FRAME_BYTES = env_int("WEBSOCKET_MAX_FRAME_BYTES", 512 * 1024)
+# Garbage collection tuned for many long-lived sockets (signalserver/asgi.py); off in the tests,
+# whose warnings about unawaited coroutines and unclosed resources come from collections.
+TUNE_GARBAGE_COLLECTION = env_bool("TUNE_GARBAGE_COLLECTION", True)
 
 # --- Abuse ------------------------------------------------------------------------------------
 # Behind a reverse proxy: the header it puts the client's address in (e.g. X-Forwarded-For; its

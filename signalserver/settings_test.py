@@ -10,4 +10,5 @@ os.environ["SIGNALSERVER_ENV"] = "development"
 
 from signalserver.settings import *  # noqa: E402,F403
 
+TUNE_GARBAGE_COLLECTION = False
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]  # operator logins in tests only

@@ -26,6 +26,7 @@ import os
 import re
 import signal
 import subprocess
+import sys
 import tempfile
 import time
 
@@ -190,3 +191,15 @@ async def test_the_procfile_web_process_serves_sockets_logs_no_addresses_and_sto
         web.kill()
         _wait_for_sessions_to_end(application_name)
     print(f"stopped {stopped_in:.2f} s after SIGTERM; the server's output ({len(output)} characters):\n{output}")
+
+
+def test_the_production_entry_point_tunes_garbage_collection_and_the_setting_turns_it_off():
+    """signalserver.asgi freezes what start-up loaded and collects the young generation rarely
+    (docs/performance.md); TUNE_GARBAGE_COLLECTION=false keeps Python's defaults."""
+    probe = "import gc, signalserver.asgi; print(gc.get_threshold()[0], gc.get_freeze_count() > 0)"
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "signalserver.settings", "SIGNALSERVER_ENV": "development"}
+    tuned = subprocess.run([sys.executable, "-c", probe], env=env, cwd=PROJECT, capture_output=True, text=True, timeout=60)
+    assert tuned.stdout.split() == ["50000", "True"], tuned.stderr
+    env["TUNE_GARBAGE_COLLECTION"] = "false"
+    default = subprocess.run([sys.executable, "-c", probe], env=env, cwd=PROJECT, capture_output=True, text=True, timeout=60)
+    assert default.stdout.split() == ["700", "False"], default.stderr
