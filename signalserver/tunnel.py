@@ -12,13 +12,14 @@ from __future__ import annotations
 import asyncio
 import http
 import io
-import json
 import logging
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
+
+import orjson
 
 from signalserver.db import in_db_thread
 from django.core.handlers.wsgi import WSGIRequest
@@ -125,7 +126,7 @@ def json_reply(status: int, body: Any, headers: dict[str, str] | None = None) ->
     if body is None:
         return Reply(status, b"", tuple(lines))
     lines.append(f"Content-Type:{JSON_TYPE}")
-    return Reply(status, json.dumps(body, separators=(",", ":")).encode(), tuple(lines))
+    return Reply(status, orjson.dumps(body), tuple(lines))
 
 
 async def _dispatch_to_view(principal, verb, path, query, headers, body, client) -> Reply:

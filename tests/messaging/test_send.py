@@ -185,10 +185,16 @@ def test_invalid_bodies_are_422(client_for, alice, bob, mutate):
     assert not QueuedMessage.objects.exists()
 
 
-def test_malformed_json_is_400(client_for, alice, bob):
-    response = client_for(alice).put(f"/v1/messages/{bob.aci}", b"{not json", content_type="application/json")
+@pytest.mark.parametrize(
+    "body",
+    [b"{not json", b'{"a": NaN}', b"\xff\xfe"],
+    ids=["syntax", "NaN", "not UTF-8"],
+)
+def test_malformed_json_is_400(client_for, alice, bob, body):
+    response = client_for(alice).put(f"/v1/messages/{bob.aci}", body, content_type="application/json")
 
     assert response.status_code == 400
+    assert response.json() == {"code": 400, "message": "Malformed JSON"}
 
 
 @pytest.mark.parametrize("destination", ["not-a-uuid", f"ACI:{uuid.uuid4()}"])
