@@ -54,18 +54,9 @@ def challenge_for(account: Account, retry_after: int | None = None) -> Challenge
     return ChallengeRequired(_signer(account).sign(TOKEN_VALUE), options, retry_after)
 
 
-def check_challenge_gated(name: str, key: str, *, account: Account, also: tuple[ratelimit.Take, ...] = ()) -> None:
-    """`ratelimit.check` for a limit a challenge lifts: 428 when some challenge can be answered,
-    429 when none can. `also`: other buckets taken in the same call (all or none), whose refusal
-    is a plain 429."""
-    failure = ratelimit.check_each([[ratelimit.Take(name, key, 1, account.aci), *also]])[0]
-    if failure is not None:
-        raise challenge_gated(failure, name, account=account)
-
-
 def challenge_gated(failure: DomainError, name: str, *, account: Account) -> DomainError:
-    """What a refused check that included limiter `name` answers: the 428 when `name` refused and
-    a challenge can be answered, else the refusal itself."""
+    """What a refused rate-limit check that included limiter `name` answers (`ratelimit.check_each`):
+    the 428 when `name` refused and some challenge can be answered now, else the refusal itself."""
     if not isinstance(failure, RateLimited) or failure.limiter != name:
         return failure
     challenge = challenge_for(account, failure.retry_after)

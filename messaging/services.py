@@ -332,7 +332,7 @@ def check_outgoing_messages(messages: list[OutgoingMessage]) -> None:
 
 @dataclass(frozen=True, slots=True)
 class Destination:
-    """What a 1:1 send needs of an account (its destination, or its sender), read in one query."""
+    """What a send needs of an account (a destination, or the sender), read in one query."""
 
     aci: uuid.UUID
     unidentified_access_key: bytes | None
@@ -342,7 +342,8 @@ class Destination:
 
 def _load_accounts(service_ids: list[ServiceId], sender_acis: list[uuid.UUID]) -> dict[ServiceId, Destination]:
     """The accounts these service ids name, and the senders' accounts, with their devices: the
-    one read of a batch of sends (the hottest requests we serve; no ORM query building on them).
+    one read of a batch of 1:1 sends or of a multi-recipient send (the hottest requests we serve;
+    no ORM query building on them).
     Unknown ones are absent (an account always has its primary device)."""
     acis = list({sid.uuid for sid in service_ids if not sid.is_pni} | set(sender_acis))
     pnis = list({sid.uuid for sid in service_ids if sid.is_pni})
@@ -400,18 +401,6 @@ def _check_device_set(
     if any(len(message.content) > MAX_CONTENT_BYTES for message in messages):
         raise ContentTooLarge()
     return devices
-
-
-def _devices_of_accounts(accounts: list[Account]) -> dict[uuid.UUID, list[tuple]]:
-    """(device id, pk, registration id, PNI registration id) of every device of these accounts,
-    by ACI, in one query."""
-    rows = Device.objects.filter(account_id__in=[account.aci for account in accounts]).values_list(
-        "account_id", "device_id", "pk", "registration_id", "pni_registration_id"
-    )
-    found: dict[uuid.UUID, list[tuple]] = {}
-    for aci, *device in rows:
-        found.setdefault(aci, []).append(device)
-    return found
 
 
 def _addressable(
@@ -500,7 +489,8 @@ def send_multi_recipient_message(
         raise BadRequest("no recipients")
     if not 0 <= timestamp <= MAX_TIMESTAMP:
         raise BadRequest("timestamp out of range")
-    accounts = _resolve_all([recipient.service_id for recipient in message.recipients])
+    found = _load_accounts([recipient.service_id for recipient in message.recipients], [])
+    accounts = {r.service_id: found[r.service_id] for r in message.recipients if r.service_id in found}
     if story:
         recipients = [r for r in message.recipients if r.service_id in accounts]
     else:
@@ -519,10 +509,9 @@ def send_multi_recipient_message(
     server_timestamp = now_ms()
     with transaction.atomic():
         deliveries, mismatched, stale = [], [], []
-        devices_of = _devices_of_accounts([accounts[recipient.service_id] for recipient in recipients])
         for recipient in recipients:
             account = accounts[recipient.service_id]
-            devices = _addressable(devices_of.get(account.aci, []), recipient.service_id)
+            devices = _addressable(account.devices, recipient.service_id)
             missing, extra, stale_ids = _mismatches(devices, recipient.devices)
             uuid_text = str(recipient.service_id)
             if missing or extra:
@@ -562,18 +551,6 @@ def send_multi_recipient_message(
             raise StaleRecipientDevices(body=stale)
         deliver_envelopes(deliveries)
     return []
-
-
-def _resolve_all(service_ids: list[ServiceId]) -> dict[ServiceId, Account]:
-    """The accounts these service ids name, in two queries (ACIs, PNIs); unknown ones are absent."""
-    acis = [sid.uuid for sid in service_ids if not sid.is_pni]
-    pnis = [sid.uuid for sid in service_ids if sid.is_pni]
-    found: dict[ServiceId, Account] = {}
-    if acis:
-        found.update({ServiceId(a.aci): a for a in Account.objects.filter(aci__in=acis)})
-    if pnis:
-        found.update({ServiceId(a.pni, is_pni=True): a for a in Account.objects.filter(pni__in=pnis)})
-    return found
 
 
 def _combined_access_key(accounts) -> bytes:

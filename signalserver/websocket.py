@@ -74,7 +74,7 @@ class FramedConsumer(AsyncWebsocketConsumer):
         # Channels' dispatch first closes stale database connections on the thread-sensitive sync
         # thread: one thread hop per frame and per channel event, every socket of the process
         # queued behind one thread. The event loop's thread holds no connection; our database
-        # work runs through `in_db_thread`, which closes its own.
+        # work runs through `in_db_thread`, whose threads look after their own.
         handler = getattr(self, get_handler_name(message), None)
         if handler is None:
             raise ValueError(f"no handler for message type {message['type']}")
