@@ -9,6 +9,7 @@ from rest_framework.views import APIView
 from accounts import challenges
 from accounts.views import UNAUTHORIZED
 from signalserver.errors import BadRequest
+from signalserver.schema import RETRY_AFTER, challenge_required, rate_limited
 
 MAX_ANSWER_CHARS = 4096
 CAPTCHA_TYPES = ("captcha", "recaptcha")  # "recaptcha": clients from before 2024 (spec §8.3)
@@ -27,12 +28,13 @@ class ChallengeView(APIView):
         tags=["challenges"],
         summary="Answer a rate-limit challenge (the 428 of a send)",
         request=ChallengeAnswerSerializer,
+        parameters=[RETRY_AFTER],
         responses={
             200: OpenApiResponse(description="Accepted: the limits it guards are lifted"),
             400: OpenApiResponse(description="Invalid captcha argument (token not issued to this account, no provider)"),
             401: UNAUTHORIZED,
-            428: OpenApiResponse(description="Not accepted: `{token, options}` to try again"),
-            429: OpenApiResponse(description="Too many attempts or lifts; `Retry-After`"),
+            428: challenge_required("Not accepted: a new token and the challenges that may be tried"),
+            429: rate_limited("Too many attempts or lifts"),
             503: OpenApiResponse(description="The captcha provider cannot be reached"),
         },
     )
@@ -58,11 +60,12 @@ class PushChallengeView(APIView):
         tags=["challenges"],
         summary="Send a rate-limit push challenge to the account's primary device",
         request=None,
+        parameters=[RETRY_AFTER],
         responses={
             200: OpenApiResponse(description="Sent (valid five minutes)"),
             401: UNAUTHORIZED,
             404: OpenApiResponse(description="The primary device has no push token"),
-            429: OpenApiResponse(description="Not permitted now; `Retry-After`"),
+            429: rate_limited("Too many push challenges (`pushChallengeAttempt`)"),
         },
     )
     def post(self, request):

@@ -17,12 +17,23 @@ from keys.serializers import ECSignedPreKeySerializer, KEMSignedPreKeySerializer
 from signalserver.auth import parse_basic_header
 from signalserver.errors import BadRequest, RateLimited, Unauthorized, UnprocessableEntity, json_error
 from signalserver.fields import Base64Field
+from signalserver.schema import RETRY_AFTER, rate_limited
 from signalserver.waiting import request_principal, wait_for_group_event
 from signalserver.wire import b64decode, b64encode
 
 NO_CONTENT = OpenApiResponse(description="Done")
 UNAUTHORIZED = OpenApiResponse(description="Missing or wrong device credentials")
 MAX_PROVISIONING_BODY_CHARS = 256 * 1024
+
+
+class DeviceLimitSerializer(serializers.Serializer):
+    """Body of 411: the account has the most devices allowed."""
+
+    current = serializers.IntegerField()
+    max = serializers.IntegerField()
+
+
+DEVICE_LIMIT = OpenApiResponse(DeviceLimitSerializer, description="The account has the most devices allowed")
 
 
 class DeviceInfoSerializer(serializers.Serializer):
@@ -72,6 +83,7 @@ class DeviceView(APIView):
             204: NO_CONTENT,
             401: OpenApiResponse(description="A linked device tried to remove another device"),
             403: OpenApiResponse(description="The primary cannot be removed"),
+            404: OpenApiResponse(description="The device id is not a number from 0 (no such route)"),
         },
     )
     def delete(self, request, device_id: int):
@@ -88,10 +100,12 @@ class ProvisioningCodeView(APIView):
     @extend_schema(
         tags=["devices"],
         summary="A single-use token (10 minutes) for linking a new device; primary only",
+        parameters=[RETRY_AFTER],
         responses={
             200: LinkTokenSerializer,
             401: OpenApiResponse(description="Not the primary device"),
-            411: OpenApiResponse(description="`{current, max}`: the account has the most devices allowed"),
+            411: DEVICE_LIMIT,
+            429: rate_limited("Too many tokens for this account (`allocateDevice`)"),
         },
     )
     def get(self, request):
@@ -141,13 +155,15 @@ class LinkDeviceView(APIView):
         summary="Link a new device with a token from the primary",
         description="`Authorization: Basic base64(<anything>:<new device password>)`.",
         request=LinkDeviceSerializer,
+        parameters=[RETRY_AFTER],
         responses={
             200: {"type": "object", "properties": {"uuid": {"type": "string"}, "pni": {"type": "string", "nullable": True}, "deviceId": {"type": "integer"}}},
             401: OpenApiResponse(description="No Basic header"),
             403: OpenApiResponse(description="Token invalid, expired or already used"),
             409: OpenApiResponse(description="A required capability is missing or would be downgraded"),
-            411: OpenApiResponse(description="`{current, max}`"),
+            411: DEVICE_LIMIT,
             422: OpenApiResponse(description="Validation failed or a signature does not verify"),
+            429: rate_limited("Too many links to this account (`verifyDevice`)"),
         },
     )
     def put(self, request):
@@ -178,8 +194,12 @@ class ProvisioningView(APIView):
             401: UNAUTHORIZED,
             404: OpenApiResponse(description="No socket is listening on that address"),
             422: OpenApiResponse(description="Empty or undecodable body"),
+            429: rate_limited("Too many messages from this account (`messages`)"),
         },
-        parameters=[OpenApiParameter("destination", OpenApiTypes.STR, OpenApiParameter.PATH, description="provisioning address")],
+        parameters=[
+            OpenApiParameter("destination", OpenApiTypes.STR, OpenApiParameter.PATH, description="provisioning address"),
+            RETRY_AFTER,
+        ],
     )
     def put(self, request, destination: str):
         text = ProvisioningMessageSerializer(data=request.data)
@@ -215,12 +235,16 @@ class LinkedDeviceView(APIView):
     @extend_schema(
         tags=["devices"],
         summary="Wait until a device has been linked with a token from provisioning/code",
-        parameters=[OpenApiParameter("timeout", OpenApiTypes.INT, OpenApiParameter.QUERY, description="seconds, 1..3600 (default 30)")],
+        parameters=[
+            OpenApiParameter("timeout", OpenApiTypes.INT, OpenApiParameter.QUERY, description="seconds, 1..3600 (default 30)"),
+            RETRY_AFTER,
+        ],
         responses={
             200: DeviceInfoSerializer,
             204: OpenApiResponse(description="Nothing linked within the timeout: call again"),
             400: OpenApiResponse(description="Identifier or timeout out of range"),
             401: UNAUTHORIZED,
+            429: rate_limited("Too many waits for this account (`waitForLinkedDevice`)"),
         },
     )
     def get(self, request, identifier: str):

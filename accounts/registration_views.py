@@ -12,8 +12,10 @@ from accounts.registration_serializers import (
     RegistrationResponseSerializer,
 )
 from accounts.serializers import account_identity
+from accounts.verification_serializers import NumberNotNormalizedSerializer
 from signalserver.auth import parse_basic_header
 from signalserver.errors import Unauthorized
+from signalserver.schema import RETRY_AFTER, rate_limited
 
 
 class RegistrationView(APIView):
@@ -36,13 +38,15 @@ class RegistrationView(APIView):
         parameters=[
             OpenApiParameter(
                 "X-Signal-Agent", OpenApiTypes.STR, OpenApiParameter.HEADER, description="device-kind label to store"
-            )
+            ),
+            RETRY_AFTER,
         ],
         responses={
             200: RegistrationResponseSerializer,
             400: OpenApiResponse(
+                NumberNotNormalizedSerializer,
                 description="Malformed JSON; unknown, expired or other number's session; or a number not in its "
-                "normalised form (body `{\"originalNumber\", \"normalizedNumber\"}`)"
+                "normalised form (body `{\"originalNumber\", \"normalizedNumber\"}`)",
             ),
             401: OpenApiResponse(description="Missing or malformed Basic header, or the session is not verified"),
             403: OpenApiResponse(description="Recovery password wrong (or an unsupported receipt credential)"),
@@ -53,6 +57,7 @@ class RegistrationView(APIView):
                 description="The number's account has two-factor authentication: `totp` (a current one-time "
                 "password or an unused backup code) is missing, wrong or already used (signalserver extension)"
             ),
+            429: rate_limited("Too many registrations of this number (`registration`), or registration lock guesses (`pin`)"),
             499: OpenApiResponse(description="A required capability (`spqr`) is missing"),
         },
     )

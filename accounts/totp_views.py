@@ -13,10 +13,10 @@ from accounts.totp_serializers import (
     TotpEnrolmentSerializer,
 )
 from accounts.views import UNAUTHORIZED, validated
-from signalserver.schema import EXTENSION
+from signalserver.schema import EXTENSION, RETRY_AFTER, rate_limited
 
 NOT_PRIMARY = "Not the primary device"
-RATE_LIMITED = OpenApiResponse(description="Too many code checks (`checkTotp`: 5, one more every 6 s); `Retry-After`")
+RATE_LIMITED = rate_limited("Too many code checks (`checkTotp`: 5, one more every 6 s)")
 # Secrets and codes must not be kept by caches on the way.
 NO_STORE = {"Cache-Control": "no-store"}
 
@@ -50,6 +50,7 @@ class TotpView(APIView):
         "The 10 backup codes are shown this once (only their hashes are kept); each works once wherever a "
         "code is asked for.",
         request=TotpCodeSerializer,
+        parameters=[RETRY_AFTER],
         responses={
             200: BackupCodesSerializer,
             401: UNAUTHORIZED,
@@ -72,6 +73,7 @@ class TotpView(APIView):
         "device credentials alone cannot strip it. A pending enrolment is removed without one; nothing "
         "enrolled is not an error.",
         request=OptionalTotpCodeSerializer,
+        parameters=[RETRY_AFTER],
         responses={
             204: OpenApiResponse(description="Removed (or nothing was enrolled)"),
             401: UNAUTHORIZED,

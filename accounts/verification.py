@@ -26,6 +26,9 @@ Waiting policy (our choice, the numbers below; seconds are counted from the prev
 * A session expires `SESSION_TTL` (10 min) after its last update plus the longest wait pending at
   that moment, so a client that waits as told still finds it. Expired sessions answer 404.
 
+Across sessions, named limiters (signalserver.ratelimit) count new sessions and code sends per
+number and per client address, so opening a new session does not start a number's waits afresh.
+
 Nothing here depends on whether the number is registered, so responses reveal nothing about it.
 """
 
@@ -134,15 +137,29 @@ def get_session(*, session_id: str) -> VerificationSession:
 # --- Services ------------------------------------------------------------------------------------
 
 
-@transaction.atomic
 def create_session(
-    *, number: str, push_token: str | None = None, push_token_type: str | None = None
+    *,
+    number: str,
+    push_token: str | None = None,
+    push_token_type: str | None = None,
+    remote_ip: str | None = None,
 ) -> VerificationSession:
     """Start verifying `number`: request a captcha (when a provider is configured) and, when a push
     token is given, a push challenge as its alternative, requested first. Only the push token of the
-    update fields is used here."""
+    update fields is used here. 429 past the number's or the client address's session limit."""
     number = normalize_number(number)
     _check_push_token_pair(push_token, push_token_type)
+    ratelimit.check_all(
+        [
+            ratelimit.Take("verificationSession", ratelimit.hashed(number)),
+            ratelimit.Take("verificationSessionPerIp", _address_key(remote_ip)),
+        ]
+    )
+    return _insert_session(number, push_token, push_token_type)
+
+
+@transaction.atomic
+def _insert_session(number: str, push_token: str | None, push_token_type: str | None) -> VerificationSession:
     now = timezone.now()
     session = VerificationSession(
         id=secrets.token_bytes(SESSION_ID_BYTES),
@@ -193,14 +210,21 @@ def update_session(
 
 
 def request_code(
-    *, session_id: str, transport: str, client: str, accept_language: str | None = None
+    *,
+    session_id: str,
+    transport: str,
+    client: str,
+    accept_language: str | None = None,
+    remote_ip: str | None = None,
 ) -> VerificationSession:
-    """Send a code by SMS or voice, subject to the waiting policy (409/418/429, or 440 when the
-    provider refuses; a permanent refusal ends code delivery for the session)."""
+    """Send a code by SMS or voice, subject to the waiting policy and the number's and client
+    address's code limits (409/418/429, or 440 when the provider refuses; a permanent refusal ends
+    code delivery for the session)."""
     if transport not in TRANSPORTS:
         raise UnprocessableEntity("transport must be sms or voice")
     raw_id = session_id_from_text(session_id)
     sender = get_sender()  # configuration problems surface before any state changes
+    _take_code_permits(raw_id, transport, remote_ip)
     reservation = _reserve_code(raw_id, transport, sender)
     try:
         sender.send(reservation.number, reservation.code, transport, client, _first_language(accept_language))
@@ -269,6 +293,11 @@ def _live_session(raw_id: bytes, *, lock: bool) -> VerificationSession:
         return sessions.get()
     except VerificationSession.DoesNotExist:
         raise NotFound("Verification session not found") from None
+
+
+def _address_key(remote_ip: str | None) -> str | None:
+    """A client address as a limiter key; None (unknown) lets the fail-open per-address limiters pass."""
+    return ratelimit.hashed(remote_ip) if remote_ip else None
 
 
 def _check_push_token_pair(push_token: str | None, push_token_type: str | None) -> None:
@@ -345,10 +374,36 @@ class _Reservation:
     previous: dict = field(default_factory=dict)
 
 
-@transaction.atomic
-def _reserve_code(raw_id: bytes, transport: str, sender: VerificationSender) -> _Reservation:
+def _take_code_permits(raw_id: bytes, transport: str, remote_ip: str | None) -> None:
+    """Take one code's permits from the number's and the client address's buckets, only for a send
+    the session itself allows now. The session is read without a lock, so no row lock is held while
+    Redis answers: a concurrent request that the session refuses under the lock a moment later has
+    spent permits for nothing, a race accepted on purpose. The 429 carries the session, its waits
+    raised to the limiter's so that a client counting down from them does not ask again early."""
     now = timezone.now()
-    session = _live_session(raw_id, lock=True)
+    session = _live_session(raw_id, lock=False)
+    _check_may_send(session, transport, now)
+    number = ratelimit.hashed(session.number)
+    try:
+        # The longest-leaking bucket first: the Retry-After of a refusal is that of the first bucket
+        # short of permits, and the daily one's is the wait that matters once it is drained.
+        ratelimit.check_all(
+            [
+                ratelimit.Take("verificationCodeDaily", number),
+                ratelimit.Take("verificationCode", number),
+                ratelimit.Take("verificationCodePerIp", _address_key(remote_ip)),
+            ]
+        )
+    except RateLimited as refused:
+        body = session_response(session, now=now)
+        for name in ("nextSms", "nextCall"):
+            if body[name] is not None:
+                body[name] = max(body[name], refused.retry_after)
+        raise RateLimited(refused.retry_after, body=body, limiter=refused.limiter) from None
+
+
+def _check_may_send(session: VerificationSession, transport: str, now: datetime) -> None:
+    """The session's own policy: 409/418/429 (with the session) when it allows no code now."""
 
     def body():
         return session_response(session, now=now)
@@ -369,6 +424,12 @@ def _reserve_code(raw_id: bytes, transport: str, sender: VerificationSender) -> 
     if wait > 0:
         raise RateLimited(wait, body=body())
 
+
+@transaction.atomic
+def _reserve_code(raw_id: bytes, transport: str, sender: VerificationSender) -> _Reservation:
+    now = timezone.now()
+    session = _live_session(raw_id, lock=True)
+    _check_may_send(session, transport, now)  # again, under the lock
     count_field, time_field = ("sms_sent", "last_sms_at") if transport == SMS else ("calls_made", "last_call_at")
     previous = {
         name: getattr(session, name) for name in ("code_hash", "code_expires_at", count_field, time_field)

@@ -10,6 +10,7 @@ from accounts.senders import SMS, VOICE
 from accounts.verification import CAPTCHA, PUSH_CHALLENGE, PUSH_TOKEN_TYPES
 from signalserver.errors import SenderRejected
 from signalserver.fields import CaseInsensitiveChoiceField
+from signalserver.schema import ErrorSerializer  # noqa: F401 (the views' error body)
 
 MAX_PUSH_TOKEN_LENGTH = 4096
 MAX_CAPTCHA_LENGTH = 16384
@@ -105,11 +106,3 @@ class NumberNotNormalizedSerializer(serializers.Serializer):
     originalNumber = serializers.CharField()
     normalizedNumber = serializers.CharField()
 
-
-class ErrorSerializer(serializers.Serializer):
-    code = serializers.IntegerField()
-    message = serializers.CharField()
-
-
-class ValidationErrorSerializer(serializers.Serializer):
-    errors = serializers.ListField(child=serializers.CharField())

@@ -14,9 +14,9 @@ from accounts.verification_serializers import (
     SenderFailureSerializer,
     SessionUpdateSerializer,
     SubmitCodeSerializer,
-    ValidationErrorSerializer,
     VerificationSessionSerializer,
 )
+from signalserver.schema import unprocessable
 
 TAGS = ["verification"]
 
@@ -49,11 +49,9 @@ def _error(description: str) -> OpenApiResponse:
     return OpenApiResponse(ErrorSerializer, description=description)
 
 
-INVALID_BODY = OpenApiResponse(ValidationErrorSerializer, description="The body failed validation")
+INVALID_BODY = unprocessable("The body failed validation")
 BAD_ID = _error("Session id of the wrong length")
-UNDECODABLE_ID = OpenApiResponse(
-    ValidationErrorSerializer, description="Session id is not URL-safe base64, or the body failed validation"
-)
+UNDECODABLE_ID = unprocessable("Session id is not URL-safe base64, or the body failed validation")
 UNKNOWN_SESSION = _error("No such session, or it expired")
 
 
@@ -76,17 +74,22 @@ class CreateSessionView(APIView):
             "configured; with `pushToken`/`pushTokenType` a push challenge is sent to that token and "
             "`pushChallenge` is requested first. Supply them with PATCH, then request a code."
         ),
+        parameters=[RETRY_AFTER],
         request=CreateSessionSerializer,
         responses={
             200: _session("The new session"),
             400: OpenApiResponse(NumberNotNormalizedSerializer, description="The number is not in E.164 form"),
             422: INVALID_BODY,
+            429: _error("Too many sessions for this number or from this address; wait Retry-After seconds"),
         },
     )
     def post(self, request):
         body = _validated(CreateSessionSerializer, request.data)
         session = verification.create_session(
-            number=body["number"], push_token=body["pushToken"], push_token_type=body["pushTokenType"]
+            number=body["number"],
+            push_token=body["pushToken"],
+            push_token_type=body["pushTokenType"],
+            remote_ip=request.META.get("REMOTE_ADDR"),
         )
         return Response(verification.session_response(session))
 
@@ -115,7 +118,7 @@ class SessionView(APIView):
             "`allowedToRequestCode` becomes true when nothing is requested any more. Changes made "
             "before a rejection are kept."
         ),
-        parameters=[SESSION_ID],
+        parameters=[SESSION_ID, RETRY_AFTER],
         request=SessionUpdateSerializer,
         responses={
             200: _session("The updated session"),
@@ -123,6 +126,7 @@ class SessionView(APIView):
             403: _session("Push challenge wrong or captcha rejected; the body is the session"),
             404: UNKNOWN_SESSION,
             422: UNDECODABLE_ID,
+            429: _error("Too many push challenges or captcha attempts in this session; wait Retry-After seconds"),
             503: _error("The captcha provider could not be reached"),
         },
     )
@@ -149,7 +153,8 @@ class SessionCodeView(APIView):
         summary="Send a verification code by SMS or voice",
         description=(
             "Allowed once `allowedToRequestCode` is true. Voice calls are possible only after an SMS. "
-            "Waits between sends grow; see `nextSms`/`nextCall` in the session. Each code replaces the "
+            "Waits between sends grow, within a session and across the sessions of one number; see "
+            "`nextSms`/`nextCall` in the session. Each code replaces the "
             "previous one. signalserver extension: a server run with the development sender (never in "
             "production mode) sends no message and every code is the operator's fixed development code."
         ),
@@ -176,6 +181,7 @@ class SessionCodeView(APIView):
             transport=body["transport"],
             client=body["client"],
             accept_language=request.headers.get("Accept-Language"),
+            remote_ip=request.META.get("REMOTE_ADDR"),
         )
         return Response(verification.session_response(session))
 

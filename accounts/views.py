@@ -8,12 +8,14 @@ from rest_framework.views import APIView
 
 from accounts import selectors, services
 from accounts.serializers import AccountAttributesSerializer, AccountIdentitySerializer, account_identity
+from signalserver.auth import carries_credentials
 from signalserver.errors import BadRequest, NotFound, UnprocessableEntity
+from signalserver.schema import RETRY_AFTER, rate_limited
 from signalserver.wire import ServiceId
 
 NO_CONTENT = OpenApiResponse(description="Done")
 UNAUTHORIZED = OpenApiResponse(description="Missing or wrong device credentials")
-VALIDATION = OpenApiResponse(description="The body failed validation: `{\"errors\": [...]}`")
+VALIDATION = OpenApiResponse(description="The body failed validation")
 
 
 def validated(serializer_class, data) -> dict:
@@ -85,18 +87,21 @@ class AccountExistsView(APIView):
 
     @extend_schema(
         tags=["accounts"],
-        parameters=[OpenApiParameter("service_id", OpenApiTypes.STR, OpenApiParameter.PATH, description="ACI or PNI:<uuid>")],
+        parameters=[
+            OpenApiParameter("service_id", OpenApiTypes.STR, OpenApiParameter.PATH, description="ACI or PNI:<uuid>"),
+            RETRY_AFTER,
+        ],
         responses={
             200: OpenApiResponse(description="The account exists"),
             400: OpenApiResponse(description="Called with credentials"),
             404: OpenApiResponse(description="No such account"),
             422: OpenApiResponse(description="Not a service id"),
-            429: OpenApiResponse(description="Too many lookups from this address (`checkAccountExistence`)"),
+            429: rate_limited("Too many lookups from this address (`checkAccountExistence`)"),
         },
         summary="Does an account exist (clients use HEAD)",
     )
     def get(self, request, service_id):
-        if "HTTP_AUTHORIZATION" in request.META:
+        if carries_credentials(request._request):
             raise BadRequest("must not be authenticated")
         try:
             parsed = ServiceId.parse(service_id)

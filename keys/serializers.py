@@ -96,12 +96,20 @@ class ECPreKeySerializer(serializers.Serializer):
         return PreKeyData(**attrs)
 
 
+def _key_list(child: serializers.Serializer, source: str) -> serializers.ListSerializer:
+    """An optional list of keys: the list may be null, an entry may not. (`many=True` would hand
+    `allow_null` to every entry as well, and a null entry would reach the service.)"""
+    return serializers.ListSerializer(
+        child=child, required=False, allow_null=True, default=None, source=source, max_length=MAX_KEYS_PER_UPLOAD
+    )
+
+
 class SetKeysSerializer(serializers.Serializer):
     """Body of `PUT /v2/keys` (spec §3.2); every part optional."""
 
-    preKeys = ECPreKeySerializer(many=True, required=False, allow_null=True, default=None, source="pre_keys", max_length=MAX_KEYS_PER_UPLOAD)
+    preKeys = _key_list(ECPreKeySerializer(), "pre_keys")
     signedPreKey = ECSignedPreKeySerializer(required=False, allow_null=True, default=None, source="signed_prekey")
-    pqPreKeys = KEMSignedPreKeySerializer(many=True, required=False, allow_null=True, default=None, source="pq_pre_keys", max_length=MAX_KEYS_PER_UPLOAD)
+    pqPreKeys = _key_list(KEMSignedPreKeySerializer(), "pq_pre_keys")
     pqLastResortPreKey = KEMSignedPreKeySerializer(required=False, allow_null=True, default=None, source="pq_last_resort_prekey")
 
 

@@ -17,11 +17,13 @@ from keys.serializers import (
 )
 from signalserver.auth import parse_access_key
 from signalserver.errors import BadRequest, Conflict, Unauthorized, UnprocessableEntity
+from signalserver.schema import RETRY_AFTER, rate_limited
 from signalserver.wire import ServiceId
 
 NO_CONTENT = OpenApiResponse(description="Done")
 UNAUTHORIZED = OpenApiResponse(description="Missing or wrong credentials")
 NO_PNI = OpenApiResponse(description="`identity=pni` for an account without a phone number")
+UNKNOWN_IDENTITY = OpenApiResponse(description="`identity` neither aci nor pni")
 IDENTITY_PARAMETER = OpenApiParameter("identity", OpenApiTypes.STR, OpenApiParameter.QUERY, enum=["aci", "pni"], description="default aci")
 
 
@@ -61,7 +63,7 @@ class KeysView(APIView):
         tags=["keys"],
         summary="How many one-time keys this device has left",
         parameters=[IDENTITY_PARAMETER],
-        responses={200: KeyCountSerializer, 400: NO_PNI, 401: UNAUTHORIZED},
+        responses={200: KeyCountSerializer, 400: NO_PNI, 401: UNAUTHORIZED, 422: UNKNOWN_IDENTITY},
     )
     def get(self, request):
         count, pq_count = services.count_one_time_keys(
@@ -120,13 +122,15 @@ class PreKeyBundleView(APIView):
             OpenApiParameter("service_id", OpenApiTypes.STR, OpenApiParameter.PATH, description="ACI or PNI:<uuid>"),
             OpenApiParameter("device_id", OpenApiTypes.STR, OpenApiParameter.PATH, description="device id or *"),
             OpenApiParameter("Unidentified-Access-Key", OpenApiTypes.STR, OpenApiParameter.HEADER, description="instead of credentials"),
+            RETRY_AFTER,
         ],
         responses={
             200: PreKeyBundleSerializer,
             400: OpenApiResponse(description="Mixed authorization"),
             401: UNAUTHORIZED,
             404: OpenApiResponse(description="No such account or device, or no device has keys"),
-            422: OpenApiResponse(description="deviceId neither a number nor *"),
+            422: OpenApiResponse(description="deviceId neither a number nor *, or not a service id"),
+            429: rate_limited("Too many fetches of this account's keys by this device (`prekeys`)"),
         },
     )
     def get(self, request, service_id, device_id):

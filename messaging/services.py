@@ -493,6 +493,10 @@ def send_multi_recipient_message(
     accounts = {r.service_id: found[r.service_id] for r in message.recipients if r.service_id in found}
     if story:
         recipients = [r for r in message.recipients if r.service_id in accounts]
+        # A `stories` permit from every recipient account (once each, even when named by both its
+        # ACI and PNI), all or none: one recipient over its limit refuses the whole send (429).
+        story_accounts = sorted({str(accounts[r.service_id].aci) for r in recipients})
+        ratelimit.check_all([ratelimit.Take("stories", aci) for aci in story_accounts])
     else:
         if access_key is None:
             raise Unauthorized()

@@ -14,6 +14,7 @@ from rest_framework.views import APIView
 from accounts.services import device_group
 from messaging import api
 from messaging.services import has_queued
+from signalserver.schema import RETRY_AFTER, challenge_required, error, rate_limited
 from signalserver.tunnel import Call
 from signalserver.waiting import request_principal, wait_for_group_event
 
@@ -61,6 +62,20 @@ OUTGOING_MESSAGE_ENTITY = {
     },
 }
 
+_DEVICE_IDS = {"type": "array", "items": {"type": "integer"}}
+MISMATCHED_DEVICES = {
+    "type": "object",
+    "required": ["missingDevices", "extraDevices"],
+    "properties": {"missingDevices": _DEVICE_IDS, "extraDevices": _DEVICE_IDS},
+}
+STALE_DEVICES = {"type": "object", "required": ["staleDevices"], "properties": {"staleDevices": _DEVICE_IDS}}
+
+
+def _per_recipient(devices: dict) -> dict:
+    """A multi-recipient 409/410 body: one entry per recipient whose devices do not match."""
+    entry = {"type": "object", "required": ["uuid", "devices"], "properties": {"uuid": {"type": "string"}, "devices": devices}}
+    return {"type": "array", "items": entry}
+
 
 def _render(result: tuple[int, object]) -> Response:
     status, body = result
@@ -78,18 +93,21 @@ class SendMessageView(APIView):
             OpenApiParameter("destination", OpenApiTypes.STR, OpenApiParameter.PATH, description="ACI or PNI:<uuid>"),
             OpenApiParameter("story", OpenApiTypes.BOOL, OpenApiParameter.QUERY),
             OpenApiParameter("Unidentified-Access-Key", OpenApiTypes.STR, OpenApiParameter.HEADER, description="sealed sender, instead of credentials"),
+            RETRY_AFTER,
         ],
         request={"application/json": INCOMING_MESSAGE_LIST},
         responses={
             200: {"type": "object", "properties": {"needsSync": {"type": "boolean"}}},
-            400: OpenApiResponse(description="Mixed authorization, or a sealed message of another type"),
+            400: OpenApiResponse(description="Malformed JSON, mixed authorization, or a sealed message of another type"),
             401: UNAUTHORIZED,
             403: OpenApiResponse(description="A sync message addressed to the caller's PNI"),
             404: OpenApiResponse(description="Unknown destination"),
-            409: OpenApiResponse(description="`{missingDevices, extraDevices}`"),
-            410: OpenApiResponse(description="`{staleDevices}`"),
+            409: OpenApiResponse(MISMATCHED_DEVICES, description="The messages do not address exactly the destination's devices"),
+            410: OpenApiResponse(STALE_DEVICES, description="Some addressed devices have a new registration id"),
             413: OpenApiResponse(description="A content is larger than 96 KiB"),
-            422: OpenApiResponse(description="Invalid body"),
+            422: OpenApiResponse(description="Invalid body or destination"),
+            428: challenge_required("The sender's `messages` limit is reached and a challenge lifts it"),
+            429: rate_limited("Too many messages to this account (`messages`, `stories`, `inboundMessageBytes`)"),
         },
     )
     def put(self, request, destination):
@@ -126,7 +144,12 @@ class DeleteMessageView(APIView):
     @extend_schema(
         tags=["messaging"],
         summary="Acknowledge (delete) one queued message",
-        responses={204: OpenApiResponse(description="Deleted"), 401: UNAUTHORIZED, 404: OpenApiResponse(description="No such message")},
+        responses={
+            204: OpenApiResponse(description="Deleted"),
+            401: UNAUTHORIZED,
+            404: OpenApiResponse(description="No such message"),
+            422: OpenApiResponse(description="Not a message guid"),
+        },
     )
     def delete(self, request, guid):
         return _render(api.delete_message(Call.from_drf(request), guid))
@@ -146,6 +169,7 @@ class MultiRecipientMessageView(APIView):
             OpenApiParameter("urgent", OpenApiTypes.BOOL, OpenApiParameter.QUERY),
             OpenApiParameter("story", OpenApiTypes.BOOL, OpenApiParameter.QUERY),
             OpenApiParameter("Unidentified-Access-Key", OpenApiTypes.STR, OpenApiParameter.HEADER, description="XOR of the recipients' keys"),
+            RETRY_AFTER,
         ],
         request={"application/vnd.signal-messenger.mrm": {"type": "string", "format": "binary"}},
         responses={
@@ -153,9 +177,10 @@ class MultiRecipientMessageView(APIView):
             400: OpenApiResponse(description="Malformed payload or parameters"),
             401: UNAUTHORIZED,
             404: OpenApiResponse(description="A recipient does not exist"),
-            409: OpenApiResponse(description="`[{uuid, devices: {missingDevices, extraDevices}}]`"),
-            410: OpenApiResponse(description="`[{uuid, devices: {staleDevices}}]`"),
+            409: OpenApiResponse(_per_recipient(MISMATCHED_DEVICES), description="Some recipients' devices are not addressed exactly"),
+            410: OpenApiResponse(_per_recipient(STALE_DEVICES), description="Some addressed devices have a new registration id"),
             413: OpenApiResponse(description="Payload too large"),
+            429: rate_limited("A story to an account over its `stories` limit"),
         },
     )
     def put(self, request):
@@ -186,7 +211,12 @@ class ReportSpamView(APIView):
         summary="Report a received message as spam",
         description="Always 202. The report counts only when `token` is the envelope's `reportSpamToken`.",
         request={"application/json": {"type": "object", "properties": {"token": {"type": "string", "format": "byte"}}}},
-        responses={202: OpenApiResponse(description="Accepted"), 401: UNAUTHORIZED, 422: OpenApiResponse(description="Malformed token")},
+        responses={
+            202: OpenApiResponse(description="Accepted"),
+            400: error("The body is not JSON"),
+            401: UNAUTHORIZED,
+            422: OpenApiResponse(description="Not a JSON object, or a malformed token"),
+        },
     )
     def post(self, request, source, guid):
         return _render(api.report_spam_message(Call.from_drf(request), source, guid))

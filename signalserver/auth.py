@@ -176,6 +176,15 @@ TUNNEL_PRINCIPAL = "signal_tunnel_principal"
 _NOT_TUNNELLED = object()
 
 
+def carries_credentials(request) -> bool:
+    """Whether a Django request comes with credentials, valid or not: an Authorization header over
+    HTTP; when tunnelled, an authenticated socket (the frame's own header is not credentials)."""
+    tunnelled = getattr(request, TUNNEL_PRINCIPAL, _NOT_TUNNELLED)
+    if tunnelled is not _NOT_TUNNELLED:
+        return tunnelled is not None
+    return "HTTP_AUTHORIZATION" in request.META
+
+
 class DeviceAuthentication(BaseAuthentication):
     """DRF authentication by device credentials, or by the WebSocket a request was tunnelled over."""
 

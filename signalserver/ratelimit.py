@@ -88,6 +88,18 @@ LIMITERS: dict[str, Limiter] = _limiters(
     ("pushChallengeAttempt", 10, 144 * MINUTE, False, "account"),
     ("pushChallengeSuccess", 2, 12 * HOUR, False, "account"),
     ("stickerPack", 50, 72 * MINUTE, False, "account"),
+    # Ours: Signal's registration service paces verification, and every code we send costs the
+    # operator money (SMS pumping). A code takes one permit from each of the number's two buckets:
+    # the first holds one session's full allowance (4 SMS and 3 calls, which the session spaces out
+    # itself), then one every 10 minutes; the second, once drained, spaces codes 2 hours apart. So
+    # however many sessions are opened, a number's waits grow from none to minutes to hours. The
+    # per-number buckets fail closed; the per-address ones fail open, so an unknown address passes
+    # (the number's buckets, taken in the same call, still count it, and refuse when Redis is down).
+    ("verificationSession", 10, 6 * MINUTE, False, "number"),
+    ("verificationSessionPerIp", 50, 72, True, "ip"),
+    ("verificationCode", 7, 10 * MINUTE, False, "number"),
+    ("verificationCodeDaily", 12, 2 * HOUR, False, "number"),
+    ("verificationCodePerIp", 20, 3 * MINUTE, True, "ip"),
 )
 
 
@@ -343,6 +355,7 @@ def reset_account(account) -> int:
     aci = str(account.aci)
     patterns = [bucket_key(name, aci) for name, limiter in LIMITERS.items() if limiter.keyed_by == "account"]
     if account.number:
-        patterns += [bucket_key(name, hashed(account.number)) for name in ("registration", "pin")]
+        number = hashed(account.number)
+        patterns += [bucket_key(name, number) for name, limiter in LIMITERS.items() if limiter.keyed_by == "number"]
     patterns.append(bucket_key("messages", pair_key(aci, "*")))
     return buckets().delete(patterns)

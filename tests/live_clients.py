@@ -13,7 +13,7 @@ import itertools
 import os
 import secrets
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import httpx
 import websockets
@@ -37,6 +37,9 @@ class LiveAccount:
     password: str
     registration_id: int
     device_id: int = 1
+    # The private halves stay with the client: they sign the prekeys of devices it links.
+    aci_identity: IdentityKeyPair | None = field(default=None, repr=False, compare=False)
+    pni_identity: IdentityKeyPair | None = field(default=None, repr=False, compare=False)
 
     @property
     def authorization(self) -> str:
@@ -78,7 +81,38 @@ async def register_account(url: str, *, number: str | None = None, code: str = D
         )
         assert registered.status_code == 200, registered.text
     answer = registered.json()
-    return LiveAccount(answer["uuid"], answer["pni"], number, password, registration_id)
+    return LiveAccount(
+        answer["uuid"], answer["pni"], number, password, registration_id,
+        aci_identity=aci_identity, pni_identity=pni_identity,
+    )
+
+
+async def link_device(url: str, primary: LiveAccount) -> LiveAccount:
+    """Link a new device to `primary`'s account, as a client scanning the primary's code does."""
+    password = secrets.token_urlsafe(24)
+    registration_id = secrets.randbelow(16_000) + 1
+    async with httpx.AsyncClient(base_url=url, timeout=10) as http:
+        issued = await http.get("/v1/devices/provisioning/code", headers={"Authorization": primary.authorization})
+        assert issued.status_code == 200, issued.text
+        body = {
+            "verificationCode": issued.json()["verificationCode"],
+            "accountAttributes": {
+                "fetchesMessages": True,
+                "registrationId": registration_id,
+                "pniRegistrationId": secrets.randbelow(16_000) + 1,
+                "capabilities": {"spqr": True},
+            },
+            "aciSignedPreKey": signed_ec_prekey(primary.aci_identity, key_id=11),
+            "pniSignedPreKey": signed_ec_prekey(primary.pni_identity, key_id=12),
+            "aciPqLastResortPreKey": signed_kem_prekey(primary.aci_identity, key_id=13),
+            "pniPqLastResortPreKey": signed_kem_prekey(primary.pni_identity, key_id=14),
+        }
+        linked = await http.put("/v1/devices/link", json=body, headers={"Authorization": basic_auth("linked", password)})
+        assert linked.status_code == 200, linked.text
+    return LiveAccount(
+        primary.aci, primary.pni, primary.number, password, registration_id, linked.json()["deviceId"],
+        aci_identity=primary.aci_identity, pni_identity=primary.pni_identity,
+    )
 
 
 class SocketClosed(AssertionError):

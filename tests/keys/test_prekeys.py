@@ -160,6 +160,17 @@ def test_malformed_keys_and_lists_are_422(owner, body):
     assert not OneTimePreKey.objects.exists()
 
 
+@pytest.mark.parametrize("field", ["preKeys", "pqPreKeys"])
+@pytest.mark.django_db
+def test_a_null_entry_in_a_key_list_is_422_and_nothing_is_stored(owner, field):
+    response = owner.upload(**{field: [None]})
+
+    assert response.status_code == 422
+    assert response.json()["errors"]
+    assert not OneTimePreKey.objects.exists() and not KemPreKey.objects.exists()
+    assert owner.upload(preKeys=None, pqPreKeys=None).status_code == 204  # a null list keeps the pool
+
+
 @pytest.mark.django_db
 def test_pni_is_400_for_an_account_without_a_number_and_identity_must_be_known(owner):
     owner.account.pni = None

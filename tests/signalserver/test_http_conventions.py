@@ -101,6 +101,22 @@ def test_openapi_schema_documents_every_api_endpoint(client):
 
 
 @pytest.mark.django_db
+def test_the_schema_gives_every_answer_the_timestamp_and_every_error_a_json_body(client):
+    schema = client.get("/v1/openapi.json").json()
+    for path, operations in schema["paths"].items():
+        for method, operation in operations.items():
+            for status, response in operation["responses"].items():
+                assert response["headers"]["X-Signal-Timestamp"]["required"], (method, path, status)
+                if int(status) >= 400:
+                    assert response["content"]["application/json"]["schema"], (method, path, status)
+            if not path.startswith("/health/"):
+                assert "403" in operation["responses"], (method, path)  # a banned address
+    keys = schema["paths"]["/v2/keys"]["put"]["responses"]
+    assert {"400", "401", "415", "422"} <= set(keys)  # what reading a JSON body with credentials can answer
+    assert keys["422"]["content"]["application/json"]["schema"]["$ref"].endswith("/Unprocessable")
+
+
+@pytest.mark.django_db
 def test_docs_page_is_served_without_external_assets(client):
     response = client.get("/v1/docs")
     assert response.status_code == 200
