@@ -58,6 +58,8 @@ class ProvisioningConsumer(FramedConsumer):
     async def handle_response(self, response):
         if self.message_request_id is not None and response.id == self.message_request_id:
             await self.close(code=CLOSE_NORMAL)
+            return True
+        return False
 
     async def provisioning_message(self, event):
         # One envelope per address: the address stops accepting once one was delivered.

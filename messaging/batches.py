@@ -3,8 +3,9 @@
 one INSERT (`send_messages`); a batch of acknowledgements one DELETE and one INSERT of receipts
 (`acknowledge_rows`).
 
-An acknowledgement whose batch fails stays queued and is delivered again on the device's next
-connection (at-least-once, DESIGN.md §4).
+An acknowledgement whose batch fails (PostgreSQL down or restarting) is tried again a few times
+with a growing delay; if it still fails its row stays queued and is delivered again on the device's
+next connection (at-least-once).
 """
 
 from __future__ import annotations
@@ -12,13 +13,19 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from asgiref.sync import SyncToAsync
+
 from messaging.services import SendRequest, acknowledge_rows, send_messages
 from signalserver.batching import loop_batcher
+from signalserver.errors import log_unavailable, unavailable_dependency
 
 logger = logging.getLogger(__name__)
 
 MAX_SENDS_PER_BATCH = 256
 MAX_ACKS_PER_BATCH = 1024
+# Seconds before each new try of a failed acknowledgement (about 16 s in all, plus each try's wait
+# for a connection): an outage shorter than that redelivers nothing.
+ACK_RETRY_DELAYS = (0.25, 0.5, 1.0, 2.0, 4.0, 8.0)
 
 
 def submit_send(request: SendRequest) -> asyncio.Future:
@@ -27,17 +34,44 @@ def submit_send(request: SendRequest) -> asyncio.Future:
 
 
 def submit_ack(device, row_id: int) -> asyncio.Future:
-    """Queue one acknowledged row of `device`; the future resolves once its batch ran (the row is
-    deleted, or the batch failed and it stays)."""
-    return loop_batcher(_acknowledge, MAX_ACKS_PER_BATCH).submit((device.pk, device.device_id, row_id))
+    """Queue one acknowledged row of `device`; the future resolves once its batch ran: True when
+    the row is deleted, False when the batch failed (it is then tried again, ACK_RETRY_DELAYS)."""
+    return loop_batcher(_acknowledge, MAX_ACKS_PER_BATCH).submit((device.pk, device.device_id, row_id, 0))
 
 
-def _acknowledge(acks: list[tuple[int, int, int]]) -> list[None]:
+def _acknowledge(acks: list[tuple[int, int, int, int]]) -> list[bool]:
+    """(device pk, device id, row id, tries so far) → deleted or not, on a database thread."""
     by_device: dict[tuple[int, int], list[int]] = {}
-    for device_pk, device_id, row_id in acks:
+    for device_pk, device_id, row_id, _ in acks:
         by_device.setdefault((device_pk, device_id), []).append(row_id)
     try:
         acknowledge_rows(by_device)
-    except Exception:
-        logger.exception("deleting acknowledged messages failed; they are delivered again later")
-    return [None] * len(acks)
+    except Exception as error:
+        dependency = unavailable_dependency(error)
+        if dependency is None:
+            logger.exception("deleting acknowledged messages failed; they are tried again")
+        else:
+            log_unavailable(dependency)
+        # Back to the event loop whose batcher handed us the batch (asgiref records it for the
+        # thread, as for `messaging.notify`), to be tried again there after a delay.
+        SyncToAsync.threadlocal.main_event_loop.call_soon_threadsafe(_retry_later, acks)
+        return [False] * len(acks)
+    return [True] * len(acks)
+
+
+def _retry_later(acks: list[tuple[int, int, int, int]]) -> None:
+    """On the event loop: each failed acknowledgement again after its next delay, if it has one
+    left. Those of one failed batch are due together, and make one batch again."""
+    due: dict[float, list[tuple[int, int, int, int]]] = {}
+    for device_pk, device_id, row_id, tries in acks:
+        if tries < len(ACK_RETRY_DELAYS):
+            due.setdefault(ACK_RETRY_DELAYS[tries], []).append((device_pk, device_id, row_id, tries + 1))
+    loop = asyncio.get_running_loop()
+    for delay, again in due.items():
+        loop.call_later(delay, _submit_again, again)
+
+
+def _submit_again(acks: list[tuple[int, int, int, int]]) -> None:
+    batcher = loop_batcher(_acknowledge, MAX_ACKS_PER_BATCH)
+    for ack in acks:
+        batcher.submit(ack)

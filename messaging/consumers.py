@@ -29,6 +29,7 @@ from messaging.notify import local_sockets
 from messaging.presence import PRESENCE_REFRESH_SECONDS, get_presence
 from messaging.services import EPHEMERAL_MAX_AGE_MS, list_queued, now_ms, purge_if_due
 from signalserver.auth import AccountBanned, InvalidCredentials, authenticate_authorization
+from signalserver.errors import log_unavailable, unavailable_dependency
 from signalserver.tunnel import dispatch, merge_headers
 from signalserver.websocket import CLOSE_NORMAL, CLOSE_SERVER_ERROR, FramedConsumer
 
@@ -38,8 +39,12 @@ MAX_UNACKNOWLEDGED = 256
 FETCH_BATCH = 100
 MAX_INLINE_BUFFER = 1024  # inline rows held while the window is full; beyond that, re-read
 MAX_REMEMBERED_IDS = 10_000  # rows sent on this connection, so none is sent twice
-MAX_CONCURRENT_REQUESTS = 16  # tunnelled requests of one socket in flight at once
 IDLE_TIMEOUT_SECONDS = 90
+# While PostgreSQL is down the queue is read again after these many seconds, doubling up to the last.
+REREAD_FIRST_SECONDS, REREAD_MAX_SECONDS = 0.25, 1.0
+# A keepalive checks that this socket still owns the device's presence (a takeover whose notice
+# was lost) at most this often: a client sending keepalives in a loop costs no Redis round trips.
+KEEPALIVE_PRESENCE_CHECK_SECONDS = 5.0
 
 CLOSE_CONNECTED_ELSEWHERE = 4409
 
@@ -53,6 +58,7 @@ class ChatConsumer(FramedConsumer):
     delivering = False  # this socket delivers the device's queue
     owns_presence = False  # and is the device's registered delivery socket
     last_ack: asyncio.Future | None = None  # resolves once the latest ack of this socket is deleted
+    presence_refreshed = 0.0  # monotonic time this socket last refreshed the device's presence
 
     async def connect(self):
         client = self.scope.get("client") or ("", 0)
@@ -62,7 +68,6 @@ class ChatConsumer(FramedConsumer):
         except (InvalidCredentials, AccountBanned):
             await self.close()  # before accept: the upgrade is refused with 403
             return
-        self.requests = asyncio.Semaphore(MAX_CONCURRENT_REQUESTS)
         if self.principal is None:
             await self.accept_with_timestamp()
             self.spawn(self.close_after_idle(IDLE_TIMEOUT_SECONDS, PRESENCE_REFRESH_SECONDS))
@@ -91,6 +96,7 @@ class ChatConsumer(FramedConsumer):
         local_sockets[self.channel_name] = (asyncio.get_running_loop(), self.queue_messages)
         previous = await get_presence().claim(self.aci, self.device.device_id, self.channel_name)
         self.owns_presence = True
+        self.presence_refreshed = time.monotonic()
         if previous and previous != self.channel_name:
             await self.channel_layer.send(previous, {"type": "device.displaced"})
         self.spawn(self._pump())
@@ -118,26 +124,34 @@ class ChatConsumer(FramedConsumer):
     # --- Frames from the client -----------------------------------------------------------------
 
     async def handle_request(self, request):
-        async with self.requests:
-            if request.verb == "GET" and request.path.split("?")[0] == KEEPALIVE_PATH:
-                if self.delivering and not await get_presence().refresh(self.aci, self.device.device_id, self.channel_name):
-                    # Another socket took the device over (its displacement notice was lost, e.g.
-                    # with a node that died): the same close as a displacement, no zombie.
-                    self.closed = True
-                    await self.close(code=CLOSE_CONNECTED_ELSEWHERE)
-                return 200, b"", ()
-            reply = await dispatch(
-                principal=self.principal,
-                verb=request.verb,
-                path=request.path,
-                headers=merge_headers(self.upgrade_headers, request.headers),
-                body=request.body,
-                client=self.client_address,
-            )
-            return reply.status, reply.body, reply.headers
+        if request.verb == "GET" and request.path.split("?")[0] == KEEPALIVE_PATH:
+            if self.delivering and not await self._still_present(KEEPALIVE_PRESENCE_CHECK_SECONDS):
+                # Another socket took the device over (its displacement notice was lost, e.g.
+                # with a node that died): the same close as a displacement, no zombie.
+                self.closed = True
+                await self.close(code=CLOSE_CONNECTED_ELSEWHERE)
+            return 200, b"", ()
+        reply = await dispatch(
+            principal=self.principal,
+            verb=request.verb,
+            path=request.path,
+            headers=merge_headers(self.upgrade_headers, request.headers),
+            body=request.body,
+            client=self.client_address,
+        )
+        return reply.status, reply.body, reply.headers
+
+    async def _still_present(self, unless_checked_within: float) -> bool:
+        """Refresh the device's presence key; False when another socket owns it. Skipped (True)
+        when it was refreshed less than `unless_checked_within` seconds ago."""
+        now = time.monotonic()
+        if now - self.presence_refreshed < unless_checked_within:
+            return True
+        self.presence_refreshed = now
+        return await get_presence().refresh(self.aci, self.device.device_id, self.channel_name)
 
     async def handle_response(self, response):
-        self._acknowledged(response.id, response.status)
+        return self._acknowledged(response.id, response.status)
 
     # --- Delivery -------------------------------------------------------------------------------
 
@@ -163,14 +177,40 @@ class ChatConsumer(FramedConsumer):
             self.unread_notices += 1
             self.wake.set()
 
+    async def resubscribe(self):
+        """After a Redis outage: the device group, then the device's presence again (unless a
+        newer socket took the device meanwhile: this one is then the displaced one), then a read
+        of the queue, which holds what was sent meanwhile (its notifications reached nobody)."""
+        await super().resubscribe()
+        if not self.owns_presence:
+            return
+        if not await get_presence().reclaim(self.aci, self.device.device_id, self.channel_name):
+            await self.device_displaced({})
+            return
+        await self.queue_available({})
+
     async def _pump(self) -> None:
+        retry_in = REREAD_FIRST_SECONDS
         try:
             while True:
                 await self.wake.wait()
                 self.wake.clear()
-                await self._fill_window()
+                try:
+                    await self._fill_window()
+                    retry_in = REREAD_FIRST_SECONDS
+                except Exception as error:
+                    dependency = unavailable_dependency(error)
+                    if dependency is None:
+                        raise
+                    # The rows wait in the table: the socket stays, and reads again later.
+                    log_unavailable(dependency)
+                    await asyncio.sleep(retry_in)
+                    retry_in = min(2 * retry_in, REREAD_MAX_SECONDS)
+                    self.wake.set()
         except asyncio.CancelledError:
             raise
+        except OSError:
+            return  # the client closed the socket while we wrote to it (uvicorn's ClientDisconnected)
         except Exception:
             logger.exception("delivery failed")
             await self.close(code=CLOSE_SERVER_ERROR)
@@ -223,13 +263,14 @@ class ChatConsumer(FramedConsumer):
         if len(self.sent) > MAX_REMEMBERED_IDS:
             del self.sent[next(iter(self.sent))]
 
-    def _acknowledged(self, request_id: int, status: int) -> None:
+    def _acknowledged(self, request_id: int, status: int) -> bool:
         if not self.delivering or request_id not in self.pending:
-            return  # a response to nothing we asked is ignored
+            return False  # a response to nothing we asked is ignored
         row_id = self.pending.pop(request_id)
         if row_id is not None and 200 <= status < 300:
             self.last_ack = submit_ack(self.device, row_id)
         self.wake.set()
+        return True
 
     # --- Events from the rest of the server -----------------------------------------------------
 
@@ -246,6 +287,6 @@ class ChatConsumer(FramedConsumer):
             if time.monotonic() - self.last_frame > IDLE_TIMEOUT_SECONDS:
                 await self.close(code=CLOSE_NORMAL)
                 return
-            if self.delivering and not await get_presence().refresh(self.aci, self.device.device_id, self.channel_name):
+            if self.delivering and not await self._still_present(0):
                 await self.close(code=CLOSE_CONNECTED_ELSEWHERE)
                 return

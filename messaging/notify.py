@@ -30,6 +30,7 @@ from channels.layers import get_channel_layer
 from accounts.services import device_group
 from messaging.presence import get_presence
 from push.services import request_push
+from signalserver.errors import log_unavailable, unavailable_dependency
 
 logger = logging.getLogger(__name__)
 
@@ -74,8 +75,14 @@ async def _drain(loop: asyncio.AbstractEventLoop) -> None:
             _pending[loop] = []
             try:
                 await _notify([delivery for batch in batches for delivery in batch])
-            except Exception:
-                logger.exception("notifying sockets failed; the devices get the messages on their next connection")
+            except Exception as error:
+                # The rows are queued either way. After a Redis outage every socket reads its
+                # queue again (`ChatConsumer.resubscribe`); others get them on their next connection.
+                dependency = unavailable_dependency(error)
+                if dependency is None:
+                    logger.exception("notifying sockets failed; the devices get the messages on their next connection")
+                else:
+                    log_unavailable(dependency)
     finally:
         _pending.pop(loop, None)
 

@@ -17,6 +17,7 @@ from functools import cache
 
 from django.conf import settings
 
+from signalserver.errors import REDIS_UNAVAILABLE
 from signalserver.redis_clients import async_redis, sync_redis
 
 # Sockets refresh their key every PRESENCE_REFRESH_SECONDS; a node that dies without cleaning up
@@ -37,6 +38,15 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then
 end
 return 0
 """
+# Claim again unless another socket holds the key (Redis restarted and lost it meanwhile).
+_RECLAIM = """
+local holder = redis.call('GET', KEYS[1])
+if holder == false or holder == ARGV[1] then
+  redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+  return 1
+end
+return 0
+"""
 
 
 def presence_key(aci, device_id: int) -> str:
@@ -51,8 +61,14 @@ class _DevicePresence:
         return await self.claim_key(presence_key(aci, device_id), channel, PRESENCE_TTL_SECONDS)
 
     async def refresh(self, aci, device_id: int, channel: str) -> bool:
-        """Keep the claim alive; False when another socket has taken the device over."""
+        """Keep the claim alive; False when another socket has taken the device over (True while
+        Redis cannot be reached: the socket claims the device again once it is back)."""
         return await self.refresh_key(presence_key(aci, device_id), channel, PRESENCE_TTL_SECONDS)
+
+    async def reclaim(self, aci, device_id: int, channel: str) -> bool:
+        """After a Redis outage: claim the device again, unless another socket has meanwhile
+        (False: this one is the displaced one)."""
+        return await self.reclaim_key(presence_key(aci, device_id), channel, PRESENCE_TTL_SECONDS)
 
     async def release(self, aci, device_id: int, channel: str) -> None:
         await self.release_key(presence_key(aci, device_id), channel)
@@ -71,10 +87,19 @@ class RedisPresence(_DevicePresence):
         return previous.decode() if previous else None
 
     async def refresh_key(self, key: str, channel: str, ttl: int) -> bool:
-        return bool(await async_redis().eval(_REFRESH, 1, key, channel, ttl))
+        try:
+            return bool(await async_redis().eval(_REFRESH, 1, key, channel, ttl))
+        except REDIS_UNAVAILABLE:
+            return True  # cannot tell; the socket's channel reader claims it again (`reclaim`)
+
+    async def reclaim_key(self, key: str, channel: str, ttl: int) -> bool:
+        return bool(await async_redis().eval(_RECLAIM, 1, key, channel, ttl))
 
     async def release_key(self, key: str, channel: str) -> None:
-        await async_redis().eval(_RELEASE, 1, key, channel)
+        try:
+            await async_redis().eval(_RELEASE, 1, key, channel)
+        except REDIS_UNAVAILABLE:
+            pass  # the key lapses with its TTL (or went with the Redis that lost it)
 
     def lookup_keys(self, keys: list[str]) -> list[str | None]:
         if not keys:
@@ -107,6 +132,13 @@ class LocalPresence(_DevicePresence):
     async def refresh_key(self, key: str, channel: str, ttl: int) -> bool:
         with self._lock:
             if self._live(key) != channel:
+                return False
+            self._channels[key] = (channel, time.monotonic() + ttl)
+            return True
+
+    async def reclaim_key(self, key: str, channel: str, ttl: int) -> bool:
+        with self._lock:
+            if self._live(key) not in (None, channel):
                 return False
             self._channels[key] = (channel, time.monotonic() + ttl)
             return True

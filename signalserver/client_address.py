@@ -11,6 +11,8 @@ from django.conf import settings
 from redis.exceptions import RedisError
 
 from signalserver import operator_settings
+from signalserver.errors import DATABASE_UNAVAILABLE
+from signalserver.middleware import now_millis
 
 logger = logging.getLogger(__name__)
 
@@ -52,13 +54,19 @@ class ClientAddressMiddleware:
             return await self.app(scope, receive, send)
         try:
             banned = (await operator_settings.acurrent()).ip_banned(ip)
-        except RedisError:
+        except (RedisError, *DATABASE_UNAVAILABLE):
+            # Redis or PostgreSQL is down: the copy this process has, if any. The request itself
+            # then answers 503 wherever it needs them.
             cached = operator_settings.cached()
             banned = cached is not None and cached.ip_banned(ip)
         if not banned:
             return await self.app(scope, receive, send)
         if scope["type"] == "http":
-            headers = [(b"content-type", b"application/json"), (b"content-length", str(len(BANNED_BODY)).encode())]
+            headers = [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(BANNED_BODY)).encode()),
+                (b"x-signal-timestamp", str(now_millis()).encode()),  # on every response, as Django's answers
+            ]
             await send({"type": "http.response.start", "status": 403, "headers": headers})
             await send({"type": "http.response.body", "body": BANNED_BODY})
         else:

@@ -9,8 +9,10 @@ awaits each.
 Each pool thread keeps its database connection between calls, as a worker with persistent
 connections would: taking one from the connection pool and giving it back around every call
 cost about a quarter of a millisecond of CPU, on every send and every batch of acks. A
-connection that saw an error is checked and closed when it is broken; `close_thread_connections`
-lets go of all of them (before a test database is dropped).
+connection that saw an error is checked and closed when it is broken, and before each call one
+that the server has closed meanwhile (PostgreSQL restarted) is replaced, so the first calls after
+an outage do not fail on it; `close_thread_connections` lets go of all of them (before a test
+database is dropped).
 """
 
 import threading
@@ -20,6 +22,8 @@ from asgiref.sync import SyncToAsync
 from django.conf import settings
 from django.db import connections
 
+from signalserver.postgresql.base import server_closed
+
 # Half the database pool's connections: the rest stay for HTTP requests, which Django runs on
 # threads of their own.
 THREADS = max(2, settings.DB_POOL_MAX_SIZE // 2)
@@ -28,10 +32,22 @@ _executor = ThreadPoolExecutor(max_workers=THREADS, thread_name_prefix="db")
 
 class _InDbThread(SyncToAsync):
     def thread_handler(self, loop, *args, **kwargs):
+        _drop_closed_connections()
         try:
             return super().thread_handler(loop, *args, **kwargs)
         finally:
             _keep_usable_connections()
+
+
+def _drop_closed_connections() -> None:
+    """Let go of a kept connection that the server has closed since the last call (a kernel
+    check, no round trip: `signalserver.postgresql.base.server_closed`)."""
+    for connection in connections.all(initialized_only=True):
+        if connection.connection is None or connection.vendor != "postgresql" or connection.in_atomic_block:
+            continue
+        if server_closed(connection.connection):
+            connection.connection.close()  # closed, the pool drops it and opens a replacement
+            connection.close()
 
 
 def _keep_usable_connections() -> None:

@@ -8,14 +8,30 @@ looks the same on every transport (spec §1.4, §1.5).
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
+import psycopg
+import redis.exceptions
 from django.core.exceptions import PermissionDenied
+from django.db import InterfaceError as DatabaseInterfaceError
+from django.db import OperationalError as DatabaseOperationalError
 from django.http import Http404
 from rest_framework import exceptions as drf
 from rest_framework.response import Response
 
 logger = logging.getLogger(__name__)
+
+# Retry-After (seconds) when PostgreSQL or Redis cannot be reached: clients come back soon after.
+UNAVAILABLE_RETRY_AFTER_SECONDS = 5
+# An outage is logged once, then at most once per this many seconds (a line per request would
+# flood the log while every request fails the same way).
+UNAVAILABLE_LOG_INTERVAL_SECONDS = 10.0
+
+# Connection refused or lost, a pool checkout or a statement that timed out (psycopg_pool's
+# PoolTimeout is a psycopg OperationalError; Django wraps both in its own).
+DATABASE_UNAVAILABLE = (DatabaseOperationalError, DatabaseInterfaceError, psycopg.OperationalError, psycopg.InterfaceError)
+REDIS_UNAVAILABLE = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
 
 
 class DomainError(Exception):
@@ -97,6 +113,10 @@ class ServiceUnavailable(DomainError):
 
     status = 503
     message = "Service unavailable"
+
+    def __init__(self, message: str | None = None, *, body: Any = None, headers: dict | None = None):
+        headers = {"Retry-After": str(UNAVAILABLE_RETRY_AFTER_SECONDS), **(headers or {})}
+        super().__init__(message, body=body, headers=headers)
 
 
 class TransportNotAllowed(DomainError):
@@ -183,10 +203,42 @@ def validation_messages(detail: Any, prefix: str = "") -> list[str]:
     return [f"{prefix} {text}".strip()]
 
 
+def unavailable_dependency(exc: BaseException) -> str | None:
+    """The backing service ("database" or "redis") that `exc` says cannot be reached now, or None."""
+    if isinstance(exc, DATABASE_UNAVAILABLE):
+        return "database"
+    if isinstance(exc, REDIS_UNAVAILABLE):
+        return "redis"
+    return None
+
+
+_last_logged: dict[str, float] = {}
+
+
+def log_unavailable(dependency: str) -> None:
+    """One warning line for an outage of `dependency`, then at most one per interval."""
+    now = time.monotonic()
+    if now - _last_logged.get(dependency, -UNAVAILABLE_LOG_INTERVAL_SECONDS) >= UNAVAILABLE_LOG_INTERVAL_SECONDS:
+        _last_logged[dependency] = now
+        logger.warning("dependency unavailable", extra={"dependency": dependency})
+
+
+def unavailable_response(exc: BaseException) -> tuple[int, Any, dict[str, str]] | None:
+    """503 with Retry-After when `exc` is an outage of PostgreSQL or Redis (logged, throttled)."""
+    dependency = unavailable_dependency(exc)
+    if dependency is None:
+        return None
+    log_unavailable(dependency)
+    retry_after = {"Retry-After": str(UNAVAILABLE_RETRY_AFTER_SECONDS)}
+    return 503, {"code": 503, "message": "Service unavailable"}, retry_after
+
+
 def error_response(exc: Exception) -> tuple[int, Any, dict[str, str]] | None:
     """(status, body, headers) for an exception the client should see, or None for a server bug."""
     if isinstance(exc, DomainError):
         return exc.status, exc.body(), exc.headers
+    if (unavailable := unavailable_response(exc)) is not None:
+        return unavailable
     if isinstance(exc, drf.ValidationError):
         return 422, {"errors": validation_messages(exc.detail)}, {}
     if isinstance(exc, drf.ParseError):

@@ -9,6 +9,8 @@ from rest_framework import serializers
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from signalserver.errors import UNAVAILABLE_RETRY_AFTER_SECONDS
+
 logger = logging.getLogger(__name__)
 
 _status = inline_serializer("HealthStatus", {"status": serializers.CharField()})
@@ -68,5 +70,6 @@ class ReadyView(APIView):
         if settings.REDIS_URL and not _redis_ok():
             unavailable.append("redis")
         if unavailable:
-            return Response({"status": "unavailable", "unavailable": unavailable}, status=503)
+            headers = {"Retry-After": str(UNAVAILABLE_RETRY_AFTER_SECONDS)}
+            return Response({"status": "unavailable", "unavailable": unavailable}, status=503, headers=headers)
         return Response({"status": "ok"})

@@ -21,6 +21,7 @@ SENSITIVE_PATTERNS = [
     re.compile(r"(?i)\b(basic|bearer)\s+[A-Za-z0-9+/=._-]+"),  # Authorization values
     re.compile(r"[A-Za-z0-9+/_-]{22,}={0,2}"),  # base64 blobs: keys, signatures, tokens, ciphertext
     re.compile(r"\b[0-9a-fA-F]{32,}\b"),  # hex secrets: hashes, salts, registration locks
+    re.compile(r"\b[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}\b"),  # ACIs, PNIs, guids
 ]
 # Extra fields that only ever hold values we produce (route patterns, not paths): not scrubbed.
 SAFE_FIELDS = {"route", "status", "duration_ms"}
@@ -36,9 +37,11 @@ def scrub(value):
         return {k: REDACTED if SENSITIVE_NAMES.search(str(k)) else scrub(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [scrub(v) for v in value]
-    if isinstance(value, (bytes, bytearray, memoryview)):
-        return REDACTED
-    return value
+    if value is None or isinstance(value, (bool, int, float)):
+        return value
+    # Anything else (bytes, a request, a model instance) would be written as its repr, which
+    # can name a path, an account or a key: Django's request logger passes the request itself.
+    return REDACTED
 
 
 class RedactingFilter(logging.Filter):
@@ -78,3 +81,29 @@ class JsonFormatter(logging.Formatter):
         if record.exc_text:
             entry["exc"] = record.exc_text
         return json.dumps(entry, default=str)
+
+
+class SkipUnavailableResponses(logging.Filter):
+    """Drops Django's line for a 503 response (its message is the request's path, which carries
+    identifiers): an outage answers every request with 503, and is logged once, without paths,
+    where it is detected (`signalserver.errors.log_unavailable`)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return getattr(record, "status_code", None) != 503
+
+
+class Throttle(logging.Filter):
+    """Passes a line at most once per `seconds` for each of its message templates: for libraries
+    that log every failed attempt (psycopg-pool's reconnections during a database outage)."""
+
+    def __init__(self, seconds: float = 10.0):
+        super().__init__()
+        self.seconds = seconds
+        self._last: dict[tuple[str, str], float] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        key = (record.name, str(record.msg))
+        if record.created - self._last.get(key, float("-inf")) < self.seconds:
+            return False
+        self._last[key] = record.created
+        return True

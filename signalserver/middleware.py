@@ -1,9 +1,13 @@
-"""HTTP middleware shared by every route: the request log line and `X-Signal-Timestamp`."""
+"""HTTP middleware shared by every route: the request log line, `X-Signal-Timestamp`, and 503
+rather than 500 when a view fails because PostgreSQL or Redis cannot be reached."""
 
 import logging
 import time
 
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction
+from django.http import JsonResponse
+
+from signalserver.errors import unavailable_response
 
 logger = logging.getLogger("signalserver.request")
 
@@ -63,3 +67,15 @@ class RequestLogMiddleware(_Middleware):
             },
         )
         return response
+
+
+class DependencyUnavailableMiddleware(_Middleware):
+    """DRF views answer an outage through the error mapper; this gives the other views (admin,
+    schema, plain Django views) the same 503 with Retry-After instead of a 500 and a traceback."""
+
+    def process_exception(self, request, exception):
+        mapped = unavailable_response(exception)
+        if mapped is None:
+            return None
+        status, body, headers = mapped
+        return JsonResponse(body, status=status, headers=headers)

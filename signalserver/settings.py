@@ -77,6 +77,7 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "signalserver.middleware.RequestLogMiddleware",
     "signalserver.middleware.SignalTimestampMiddleware",
+    "signalserver.middleware.DependencyUnavailableMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -112,9 +113,32 @@ DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=env_int
 # its own thread, so a persistent connection per thread would pile up idle connections; the pool
 # hands a connection to a request and takes it back when the request ends.
 DB_POOL_MAX_SIZE = env_int("DB_POOL_MAX_SIZE", 8)
-if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql" and DB_POOL_MAX_SIZE > 0:
-    DATABASES["default"]["CONN_MAX_AGE"] = 0  # the pool keeps connections; Django must not
-    DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {"min_size": 1, "max_size": DB_POOL_MAX_SIZE, "timeout": 10}
+# Outages (docs/deployment.md): while PostgreSQL cannot be reached a request waits at most
+# DB_POOL_TIMEOUT_MS for a connection, then answers 503 with Retry-After; a statement that runs
+# longer than DB_STATEMENT_TIMEOUT_MS (0: no limit) is cancelled and answers the same. Connection
+# attempts give up after DB_CONNECT_TIMEOUT_SECONDS (libpq's minimum is 2).
+DB_CONNECT_TIMEOUT_SECONDS = env_int("DB_CONNECT_TIMEOUT_SECONDS", 2)
+DB_POOL_TIMEOUT_MS = env_int("DB_POOL_TIMEOUT_MS", 500)
+DB_STATEMENT_TIMEOUT_MS = env_int("DB_STATEMENT_TIMEOUT_MS", 5000)
+if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+    # Django's backend, except that connections the server closed (a restart) are never used.
+    DATABASES["default"]["ENGINE"] = "signalserver.postgresql"
+    _options = DATABASES["default"].setdefault("OPTIONS", {})
+    _options.setdefault("connect_timeout", DB_CONNECT_TIMEOUT_SECONDS)
+    if DB_STATEMENT_TIMEOUT_MS > 0:
+        _options["options"] = f"-c statement_timeout={DB_STATEMENT_TIMEOUT_MS} {_options.get('options', '')}".strip()
+    if DB_POOL_MAX_SIZE > 0:
+        DATABASES["default"]["CONN_MAX_AGE"] = 0  # the pool keeps connections; Django must not
+        _options["pool"] = {
+            "min_size": 1,
+            "max_size": DB_POOL_MAX_SIZE,
+            "timeout": DB_POOL_TIMEOUT_MS / 1000,
+            # A failed connection attempt is retried for as long as one request waits, then given
+            # up; the next request that needs a connection starts a new attempt at once. (The
+            # default keeps retrying with a backoff that grows over the outage: the pool came back
+            # seconds after PostgreSQL did.)
+            "reconnect_timeout": DB_POOL_TIMEOUT_MS / 1000,
+        }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Redis: channel layer, Celery broker, rate-limit buckets, presence -------------------------
@@ -147,6 +171,11 @@ CELERY_BEAT_SCHEDULE = {
 MESSAGE_RETENTION_DAYS = env_int("MESSAGE_RETENTION_DAYS", 30)
 # Largest WebSocket frame accepted; a bigger one closes the socket with 1009 (spec §4.7).
 WEBSOCKET_MAX_FRAME_BYTES = env_int("WEBSOCKET_MAX_FRAME_BYTES", 512 * 1024)
+# Requests a socket may send per second, sustained and in a burst (a token bucket per socket);
+# one that sends faster is closed with 4429 and refused new sockets for a while (429).
+# Acknowledgements of deliveries do not count.
+WEBSOCKET_FRAME_RATE = env_int("WEBSOCKET_FRAME_RATE", 1000)
+WEBSOCKET_FRAME_BURST = env_int("WEBSOCKET_FRAME_BURST", 2000)
 # Garbage collection tuned for many long-lived sockets (signalserver/asgi.py); off in the tests,
 # whose warnings about unawaited coroutines and unclosed resources come from collections.
 TUNE_GARBAGE_COLLECTION = env_bool("TUNE_GARBAGE_COLLECTION", True)
@@ -216,7 +245,11 @@ LOG_LEVEL = env("LOG_LEVEL", "INFO").upper()
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "filters": {"redact": {"()": "signalserver.logging.RedactingFilter"}},
+    "filters": {
+        "redact": {"()": "signalserver.logging.RedactingFilter"},
+        "skip_unavailable": {"()": "signalserver.logging.SkipUnavailableResponses"},
+        "throttle": {"()": "signalserver.logging.Throttle"},
+    },
     "formatters": {"json": {"()": "signalserver.logging.JsonFormatter"}},
     "handlers": {
         "console": {"class": "logging.StreamHandler", "filters": ["redact"], "formatter": "json"},
@@ -224,7 +257,9 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
     "loggers": {
         # Our request log replaces these; Django's would print paths (which carry identifiers).
-        "django.request": {"level": "ERROR"},
+        "django.request": {"level": "ERROR", "filters": ["skip_unavailable"]},
+        # Every checkout at INFO; during a database outage every failed reconnection at WARNING.
+        "psycopg.pool": {"level": "WARNING", "filters": ["throttle"]},
         "django.server": {"level": "ERROR"},
         "django.channels.server": {"level": "WARNING"},
         "daphne": {"level": "WARNING"},

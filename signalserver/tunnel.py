@@ -17,22 +17,26 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 import orjson
 
 from signalserver.db import in_db_thread
+from django.core.handlers.exception import response_for_exception
+from django.http import JsonResponse
 from django.core.handlers.wsgi import WSGIRequest
 from django.urls import Resolver404, resolve
 
 from signalserver.auth import TUNNEL_PRINCIPAL
-from signalserver.errors import error_response
+from signalserver.errors import error_response, unavailable_response
 
 logger = logging.getLogger(__name__)
 
 # Upgrade headers a tunnelled request does not inherit.
 _HOP_HEADERS = ("connection", "upgrade")
 JSON_TYPE = "application/json"
+# Pages for browsers, which need sessions, cookies and CSRF checks: not served over sockets.
+NOT_TUNNELLED_APPS = ("admin",)
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,20 +90,23 @@ def merge_headers(upgrade: dict[str, str], frame_headers) -> dict[str, str]:
 
 
 async def dispatch(*, principal, verb: str, path: str, headers: dict[str, str], body: bytes, client: str) -> Reply:
-    """Answer one tunnelled request; never raises."""
+    """Answer one tunnelled request; never raises. The path is percent-decoded and the query parsed
+    as an HTTP server and Django do (invalid UTF-8 in an escape becomes U+FFFD, blank values are
+    kept, a repeated name keeps its last value)."""
     try:
         parts = urlsplit(path)
-        route_path = parts.path
+        route_path = unquote(parts.path)
         for route_verb, pattern, handler in _routes:
             if route_verb == verb and (match := pattern.fullmatch(route_path)):
-                call = Call(principal=principal, headers=headers, query=dict(parse_qsl(parts.query)), body=body)
+                query = dict(parse_qsl(parts.query, keep_blank_values=True))
+                call = Call(principal=principal, headers=headers, query=query, body=body)
                 if asyncio.iscoroutinefunction(handler):
                     try:
                         return json_reply(*await handler(call, **match.groupdict()))
                     except Exception as exc:
                         return _error_reply(exc)
                 return await in_db_thread(_call_handler)(handler, call, match.groupdict())
-        return await _dispatch_to_view(principal, verb, parts.path, parts.query, headers, body, client)
+        return await _dispatch_to_view(principal, verb, route_path, parts.query, headers, body, client)
     except Exception:
         logger.exception("tunnelled request failed", extra={"route": verb})
         return Reply(500)
@@ -121,6 +128,9 @@ def _error_reply(exc: Exception) -> Reply:
     return json_reply(status, body, headers)
 
 
+NOT_FOUND = Reply(404, b'{"code":404,"message":"Not found"}', (f"Content-Type:{JSON_TYPE}",))
+
+
 def json_reply(status: int, body: Any, headers: dict[str, str] | None = None) -> Reply:
     lines = [f"{name}:{value}" for name, value in (headers or {}).items()]
     if body is None:
@@ -133,10 +143,15 @@ async def _dispatch_to_view(principal, verb, path, query, headers, body, client)
     try:
         match = resolve(path)
     except Resolver404:
-        return json_reply(404, {"code": 404, "message": "Not found"})
+        return NOT_FOUND
+    if match.app_name in NOT_TUNNELLED_APPS:
+        return NOT_FOUND
     request = _build_request(principal, verb, path, query, headers, body, client)
     if asyncio.iscoroutinefunction(match.func):
-        response = await match.func(request, *match.args, **match.kwargs)
+        try:
+            response = _rendered(await match.func(request, *match.args, **match.kwargs))
+        except Exception as exc:
+            response = _response_for(request, exc)
     else:
         response = await in_db_thread(_call_view)(match, request)
     response_headers = tuple(
@@ -148,8 +163,26 @@ async def _dispatch_to_view(principal, verb, path, query, headers, body, client)
 
 
 def _call_view(match, request):
-    response = match.func(request, *match.args, **match.kwargs)
-    if hasattr(response, "render"):
+    try:
+        return _rendered(match.func(request, *match.args, **match.kwargs))
+    except Exception as exc:
+        return _response_for(request, exc)
+
+
+def _response_for(request, exc: Exception):
+    """What HTTP answers when a view raises: 503 with Retry-After when a dependency is down (as
+    signalserver.middleware answers it), else Django's own answer (400 for a bad Host, 404, 403,
+    and our JSON 500 with the failure logged)."""
+    mapped = unavailable_response(exc)
+    if mapped is None:
+        return response_for_exception(request, exc)
+    status, body, headers = mapped
+    return JsonResponse(body, status=status, headers=headers, safe=False)
+
+
+def _rendered(response):
+    """A DRF or template response renders its content lazily: Django's handler does it for HTTP."""
+    if hasattr(response, "render") and not response.is_rendered:
         response.render()
     return response
 
@@ -157,7 +190,7 @@ def _call_view(match, request):
 def _build_request(principal, verb, path, query, headers, body, client) -> WSGIRequest:
     environ = {
         "REQUEST_METHOD": verb,
-        "PATH_INFO": path,
+        "PATH_INFO": path.encode().decode("latin-1"),  # WSGI carries the path's bytes as latin-1
         "SCRIPT_NAME": "",
         "QUERY_STRING": query,
         "REMOTE_ADDR": client,

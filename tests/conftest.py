@@ -27,9 +27,11 @@ def fresh_rate_limits():
     """Every test starts with full rate-limit buckets and reads the operator settings afresh (the
     database of the previous test was rolled back under this process's copy)."""
     from signalserver import operator_settings, ratelimit
+    from signalserver.websocket import forget_flood_penalties
 
     ratelimit.buckets().delete([ratelimit.bucket_key("*", "*")])
     operator_settings.forget()
+    forget_flood_penalties()
     yield
     operator_settings.forget()
 
@@ -72,9 +74,24 @@ async def reap_stray_tasks():
     print(f"tasks that ignore cancellation: {stray}", file=sys.stderr)
 
 
+@pytest.fixture
+async def fresh_channel_layer():
+    """An async test gets a channel layer of its own. channels_redis keeps a receive lock and
+    per-channel locks on the layer object, bound to the event loop that first waited on them;
+    with one layer for the whole run, a lock left from an earlier test's loop failed a later
+    test now and then ("bound to a different event loop")."""
+    from channels.layers import channel_layers
+
+    channel_layers.backends.clear()
+    yield
+    layer = channel_layers.backends.pop("default", None)
+    if layer is not None and hasattr(layer, "close_pools"):
+        await layer.close_pools()
+
+
 def pytest_collection_modifyitems(items):
     import inspect
 
     for item in items:
         if inspect.iscoroutinefunction(getattr(item, "function", None)):
-            item.fixturenames.insert(0, "reap_stray_tasks")
+            item.fixturenames[:0] = ["fresh_channel_layer", "reap_stray_tasks"]

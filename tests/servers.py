@@ -1,4 +1,5 @@
-"""Real server processes for end-to-end tests: the ASGI app under daphne on free loopback ports.
+"""Real server processes for end-to-end tests: the ASGI app under daphne (or, `procfile=True`, the
+Procfile's production web command) on free loopback ports.
 
     with live_server_process() as server:              # one server, stopped on exit
         httpx.get(f"{server.url}/health/live")
@@ -64,18 +65,34 @@ def test_database_url() -> str:
 test_database_url.__test__ = False  # a helper, not a test
 
 
-class ServerProcess:
-    """One daphne process: `url`, `ws_url`, `pid`, `alive`, `kill()` (SIGKILL), `stop()`, `output()`."""
+def procfile_command(process_type: str) -> str:
+    """The command of one process type in the Procfile, as honcho reads it (`name: command`)."""
+    for line in (PROJECT / "Procfile").read_text().splitlines():
+        name, colon, command = line.partition(":")
+        if colon and not line.lstrip().startswith("#") and name.strip() == process_type:
+            return command.strip()
+    raise AssertionError(f"no {process_type}: line in the Procfile")
 
-    def __init__(self, port: int, env: dict[str, str]):
+
+class ServerProcess:
+    """One server process: `url`, `ws_url`, `pid`, `alive`, `kill()` (SIGKILL), `stop()`, `output()`.
+    daphne, or with `procfile` the Procfile's web command (uvicorn) with one worker, run as honcho
+    runs it (`bash -c`, which execs it: `pid` is the server's)."""
+
+    def __init__(self, port: int, env: dict[str, str], *, procfile: bool = False):
         self.port = port
         self.url = f"http://127.0.0.1:{port}"
         self.ws_url = f"ws://127.0.0.1:{port}"
         # PostgreSQL shows this name on the server's sessions (libpq reads PGAPPNAME).
         self.application_name = f"signalserver-test-{port}-{os.getpid()}"
         self.log = tempfile.TemporaryFile(mode="a+b", prefix=f"signalserver-{port}-")
+        if procfile:
+            command = ["bash", "-c", procfile_command("web")]
+            env = {**env, "WEB_HOST": "127.0.0.1", "WEB_PORT": str(port), "WEB_WORKERS": "1"}
+        else:
+            command = [str(DAPHNE), "-b", "127.0.0.1", "-p", str(port), "signalserver.asgi:application"]
         self.process = subprocess.Popen(
-            [str(DAPHNE), "-b", "127.0.0.1", "-p", str(port), "signalserver.asgi:application"],
+            command,
             cwd=PROJECT,
             env={**env, "PGAPPNAME": self.application_name},
             stdin=subprocess.DEVNULL,
@@ -169,10 +186,10 @@ def server_environment(**overrides: str) -> dict[str, str]:
     }
 
 
-def start_servers(count: int = 1, **env_overrides: str) -> list[ServerProcess]:
+def start_servers(count: int = 1, *, procfile: bool = False, **env_overrides: str) -> list[ServerProcess]:
     """Start `count` servers at once on free ports and wait until every one answers /health/live."""
     env = server_environment(**env_overrides)
-    servers = [ServerProcess(free_port(), env) for _ in range(count)]
+    servers = [ServerProcess(free_port(), env, procfile=procfile) for _ in range(count)]
     deadline = time.monotonic() + START_TIMEOUT
     try:
         for index, server in enumerate(servers):
@@ -184,7 +201,7 @@ def start_servers(count: int = 1, **env_overrides: str) -> list[ServerProcess]:
                     if not failure.port_taken or attempt == START_ATTEMPTS:
                         raise
                     server.kill()  # already exited; forget it
-                    server = servers[index] = ServerProcess(free_port(), env)
+                    server = servers[index] = ServerProcess(free_port(), env, procfile=procfile)
     except BaseException:
         for server in servers:
             server.kill()
@@ -192,8 +209,8 @@ def start_servers(count: int = 1, **env_overrides: str) -> list[ServerProcess]:
     return servers
 
 
-def start_server(**env_overrides: str) -> ServerProcess:
-    return start_servers(1, **env_overrides)[0]
+def start_server(*, procfile: bool = False, **env_overrides: str) -> ServerProcess:
+    return start_servers(1, procfile=procfile, **env_overrides)[0]
 
 
 @contextmanager

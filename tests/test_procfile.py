@@ -44,6 +44,7 @@ from tests.servers import (
     _wait_for_sessions_to_end,
     answers_live,
     free_port,
+    procfile_command,
     server_environment,
 )
 
@@ -51,15 +52,6 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 WAIT = 5.0  # seconds any single frame, close or request may take
 STOP_DEADLINE = 15.0  # SIGTERM → every process of the group gone
-
-
-def procfile_command(process_type: str) -> str:
-    """The command of one process type in the Procfile, as honcho reads it (`name: command`)."""
-    for line in (PROJECT / "Procfile").read_text().splitlines():
-        name, colon, command = line.partition(":")
-        if colon and not line.lstrip().startswith("#") and name.strip() == process_type:
-            return command.strip()
-    raise AssertionError(f"no {process_type}: line in the Procfile")
 
 
 class ProcfileProcess:

@@ -282,9 +282,11 @@ async def test_a_newer_socket_displaces_the_older_with_4409(pair):
     await new.disconnect()
 
 
-async def test_a_socket_that_lost_its_device_to_another_finds_out_at_its_keepalive_and_closes_with_4409(pair):
+async def test_a_socket_that_lost_its_device_to_another_finds_out_at_its_keepalive_and_closes_with_4409(pair, monkeypatch):
+    from messaging import consumers
     from messaging.presence import get_presence
 
+    monkeypatch.setattr(consumers, "KEEPALIVE_PRESENCE_CHECK_SECONDS", 0)  # every keepalive checks
     bob = pair[1]
     old = await connected(bob)
     await queue_empty(old)

@@ -40,6 +40,7 @@ async def test_banned_ranges_and_lowered_limits_hold_on_another_node_from_its_ne
 
             refused = await http.get("/v1/accounts/whoami", headers={**auth, **BANNED})
             assert refused.status_code == 403 and refused.json() == {"code": 403, "message": "Forbidden"}
+            assert refused.headers["X-Signal-Timestamp"].isdigit()  # as on every response
             unauthenticated = await http.get("/v1/accounts/account/" + str(device.account.aci), headers=BANNED)
             assert unauthenticated.status_code == 403  # refused before anything else runs
             with pytest.raises(websockets.InvalidStatus) as upgrade:

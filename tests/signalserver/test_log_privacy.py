@@ -98,3 +98,18 @@ def test_filter_scrubs_values_that_slip_into_a_message(captured_log):
     output = captured_log.getvalue()
     assert NUMBER not in output and key not in output and PASSWORD not in output
     assert "[redacted]" in output
+
+
+def test_djangos_log_line_of_a_server_error_names_no_path_or_request(rf, captured_log):
+    # What django.utils.log.log_response writes when a view fails: the path in the message and
+    # the request itself as an extra field (written as its repr, which holds the path).
+    import uuid
+
+    aci = str(uuid.uuid4())
+    request = rf.put(f"/v1/messages/{aci}")
+    logging.getLogger("django.request").error(
+        "Internal Server Error: %s", request.path, extra={"status_code": 500, "request": request}
+    )
+    output = captured_log.getvalue()
+    assert "Internal Server Error" in output
+    assert aci not in output and "ASGIRequest" not in output and "WSGIRequest" not in output
