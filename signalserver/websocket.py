@@ -104,12 +104,7 @@ class FramedConsumer(AsyncWebsocketConsumer):
             # Accepted already, or a server without the denial extension (daphne): close 1011.
             if not self.accepted:
                 await self.accept()
-            try:
-                await self.close(code=CLOSE_SERVER_ERROR)
-            except Exception:
-                # daphne (autobahn) sends no close code but 1000 and 3000-4999 from a server
-                # (past our close-once guard, which counted the refused close as sent).
-                await super().close(code=CLOSE_NORMAL)
+            await self.close(code=CLOSE_SERVER_ERROR)
 
     async def accept(self, subprotocol=None, headers=None):
         self.accepted = True
@@ -121,7 +116,14 @@ class FramedConsumer(AsyncWebsocketConsumer):
         if self.close_sent:
             return
         self.close_sent = True
-        await super().close(code=code, reason=reason)
+        try:
+            await super().close(code=code, reason=reason)
+        except Exception:
+            if code in (None, CLOSE_NORMAL) or not self.accepted:
+                raise
+            # daphne (autobahn, `make run`) refuses protocol codes (1007, 1009, 1011) from a server:
+            # it raises before sending anything, and the socket still has to close.
+            await super().close(code=CLOSE_NORMAL)
 
     async def __call__(self, scope, receive, send):
         """Channels' consumer loop, leaner: its `await_many_dispatch` waits on the socket and the

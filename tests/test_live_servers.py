@@ -1,5 +1,6 @@
 """The launcher of real server processes (tests/servers.py) that end-to-end and scale-out tests use."""
 
+import asyncio
 import time
 
 import httpx
@@ -52,3 +53,18 @@ def test_an_exception_inside_carries_the_servers_output():
         raise AssertionError("the test failed")
     assert any(note.startswith(f"--- output of <ServerProcess {server.url} ") for note in failure.value.__notes__)
     assert not server.alive
+
+
+async def test_daphne_closes_a_socket_for_a_bad_frame_without_a_traceback():
+    # daphne (`make run`) refuses protocol close codes such as 1007 from a server; the socket
+    # still closes (with 1000), and the server logs nothing about it.
+    import websockets
+
+    with live_server_processes(1) as (server,):
+        async with websockets.connect(f"{server.ws_url}/v1/websocket/") as ws:
+            await ws.send(b"\xff\xff\xff")  # not a WebSocketMessage
+            with pytest.raises(websockets.ConnectionClosed):
+                await asyncio.wait_for(ws.recv(), 5)
+        assert ws.close_code == 1000
+        time.sleep(0.2)
+        assert "Traceback" not in server.output(20_000), server.output(4000)
