@@ -60,6 +60,9 @@ class Device(models.Model):
     user_agent = models.CharField(max_length=64, blank=True, default="")  # X-Signal-Agent
     apn_id = models.CharField(max_length=255, blank=True, default="")
     gcm_id = models.CharField(max_length=255, blank=True, default="")
+    # When the current push token was set: an "unregistered" report from the push service clears
+    # the token only if it refers to this one (spec §7.3).
+    push_token_set_at = models.DateTimeField(null=True, blank=True)
     # Day granularity on purpose (privacy, spec §1.1).
     created = models.DateField(auto_now_add=True)
     last_seen = models.DateField(null=True, blank=True)

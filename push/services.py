@@ -1,15 +1,52 @@
-"""Push notifications (spec §7).
+"""Push notifications (spec §7): each device's APNs or FCM token, and the notifications.
 
-This build has no APNs/FCM gateway configured (DESIGN.md §1: push is disabled on the embedded
-defaults), so a notification is not delivered: the call is logged and returns normally, and callers
-carry on as Signal's do when a push cannot be delivered (the client falls back to a captcha).
+A device has at most one push token, of one platform; setting one clears the other and marks the
+device as one that is woken by pushes instead of keeping a socket open (`fetchesMessages` false).
+The time a token was set is kept, so that a push service's later "unregistered" report clears the
+token only if it refers to that one.
+
+No APNs/FCM gateway is built yet (push is disabled, as on the embedded defaults), so a notification
+is not delivered: the call is logged and returns normally, and callers carry on as Signal's do when
+a push cannot be delivered (the client falls back to a captcha).
 """
 
 from __future__ import annotations
 
 import logging
 
+from django.db.models import Case, F, Q, When
+from django.utils import timezone
+
+from accounts.models import Device
+
 logger = logging.getLogger(__name__)
+
+FCM, APNS = "fcm", "apn"
+_TOKEN_FIELD = {FCM: "gcm_id", APNS: "apn_id"}
+MAX_TOKEN_LENGTH = 255  # Device.apn_id / gcm_id
+
+
+def set_push_token(*, device: Device, platform: str, token: str) -> None:
+    """Make `token` the device's push token (the other platform's is cleared, `fetchesMessages`
+    turns false). An FCM token that is already the device's changes nothing; an APNs token is
+    always written again, refreshing when it was set (as Signal does)."""
+    field, other = _TOKEN_FIELD[platform], _TOKEN_FIELD[APNS if platform == FCM else FCM]
+    rows = Device.objects.filter(pk=device.pk)
+    if platform == FCM:
+        rows = rows.filter(~Q(gcm_id=token) | ~Q(apn_id="") | Q(fetches_messages=True))
+    rows.update(**{field: token, other: "", "fetches_messages": False, "push_token_set_at": timezone.now()})
+
+
+def clear_push_token(*, device: Device, platform: str) -> None:
+    """Remove the device's token of `platform` (if it has one); `fetchesMessages` turns false."""
+    field = _TOKEN_FIELD[platform]
+    # One statement: the CASE sees the row as it was, so the time is kept when the device had no
+    # token of this platform (it may have one of the other).
+    Device.objects.filter(pk=device.pk).update(
+        **{field: ""},
+        fetches_messages=False,
+        push_token_set_at=Case(When(**{field: ""}, then=F("push_token_set_at")), default=None),
+    )
 
 
 def send_push_challenge(token_type: str, token: str, challenge: str, *, data_key: str = "challenge") -> None:

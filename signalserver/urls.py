@@ -14,6 +14,7 @@ urlpatterns = [
     path("", include("accounts.urls")),
     path("", include("keys.urls")),
     path("", include("messaging.urls")),
+    path("", include("push.urls")),
 ]
 
 handler400 = "signalserver.views.bad_request"
