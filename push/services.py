@@ -5,9 +5,9 @@ device as one that is woken by pushes instead of keeping a socket open (`fetches
 The time a token was set is kept, so that a push service's later "unregistered" report clears the
 token only if it refers to that one.
 
-No APNs/FCM gateway is built yet (push is disabled, as on the embedded defaults), so a notification
-is not delivered: the call is logged and returns normally, and callers carry on as Signal's do when
-a push cannot be delivered (the client falls back to a captcha).
+`push.gateways` speaks APNs and FCM, but the tasks that send through them are not built yet (issue
+16), so a notification is not delivered: the call is logged and returns normally, and callers carry
+on as Signal's do when a push cannot be delivered (the client falls back to a captcha).
 """
 
 from __future__ import annotations

@@ -240,6 +240,22 @@ HCAPTCHA_SITE_KEY = env("HCAPTCHA_SITE_KEY")
 HCAPTCHA_VERIFY_URL = env("HCAPTCHA_VERIFY_URL", "https://api.hcaptcha.com/siteverify")
 PROVIDER_TIMEOUT_SECONDS = env_int("PROVIDER_TIMEOUT_SECONDS", 10)
 
+# --- Push (APNs, FCM): off unless configured ----------------------------------------------------
+# APNs with a token-signing key (.p8) from the Apple developer account; the topic is the app's
+# bundle id. APNS_SERVER ("host:port") and APNS_CA_FILE point it at another server (a proxy).
+APNS_KEY_FILE = env("APNS_KEY_FILE")
+APNS_KEY_ID = env("APNS_KEY_ID")
+APNS_TEAM_ID = env("APNS_TEAM_ID")
+APNS_TOPIC = env("APNS_TOPIC")
+APNS_SANDBOX = env_bool("APNS_SANDBOX", False)
+APNS_SERVER = env("APNS_SERVER")
+APNS_CA_FILE = env("APNS_CA_FILE")
+# FCM HTTP v1 with a service account's JSON key; the project id defaults to the key's.
+# FCM_API_URL points it at another server (a proxy).
+FCM_CREDENTIALS_FILE = env("FCM_CREDENTIALS_FILE")
+FCM_PROJECT_ID = env("FCM_PROJECT_ID")
+FCM_API_URL = env("FCM_API_URL")
+
 # --- Logging: one JSON line per event, sensitive values scrubbed ---------------------------------
 LOG_LEVEL = env("LOG_LEVEL", "INFO").upper()
 LOGGING = {
