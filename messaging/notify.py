@@ -23,13 +23,14 @@ import logging
 import os
 from collections.abc import Awaitable, Callable
 
-from asgiref.sync import SyncToAsync, async_to_sync, sync_to_async
+from asgiref.sync import SyncToAsync, async_to_sync
 from channels.exceptions import ChannelFull
 from channels.layers import get_channel_layer
 
 from accounts.services import device_group
 from messaging.presence import get_presence
-from push.services import request_push
+from push.services import request_pushes
+from signalserver.db import in_db_thread
 from signalserver.errors import log_unavailable, unavailable_dependency
 
 logger = logging.getLogger(__name__)
@@ -137,7 +138,8 @@ async def _notify(deliveries: list) -> None:
             absent.append(durable)
             # Long pollers (GET /v1/messages?wait=N) wait on the device group.
             await layer.group_send(device_group(aci, device_id), {"type": "queue.available"})
-    for durable in absent:
-        await sync_to_async(request_push, thread_sensitive=False)(
-            device_pk=durable[0].device_pk, urgent=any(delivery.urgent for delivery in durable)
+    if absent:
+        # On a database thread: with eager tasks (tests, the embedded run) the push is sent here.
+        await in_db_thread(request_pushes)(
+            devices=[(durable[0].device_pk, any(delivery.urgent for delivery in durable)) for durable in absent]
         )

@@ -13,11 +13,16 @@ on as Signal's do when a push cannot be delivered (the client falls back to a ca
 from __future__ import annotations
 
 import logging
+import time
+from datetime import UTC, datetime
 
+from django.conf import settings
 from django.db.models import Case, F, Q, When
 from django.utils import timezone
 
 from accounts.models import Device
+from push import gateways, payloads, sender
+from signalserver.redis_clients import sync_redis
 
 logger = logging.getLogger(__name__)
 
@@ -56,10 +61,66 @@ def send_push_challenge(token_type: str, token: str, challenge: str, *, data_key
     logger.info("push challenge not sent: push delivery is disabled", extra={"push_platform": token_type})
 
 
-def request_push(*, device_pk: int, urgent: bool) -> None:
-    """Wake a device that has messages queued but no socket open (spec §4.5, §7).
+# A non-urgent message wakes a device at most once in this many seconds (spec §7.4).
+NON_URGENT_WINDOW_SECONDS = 20 * 60
+_local_windows: dict[int, float] = {}  # without Redis (the embedded run)
 
-    The one place the delivery path asks for a push; the push issue turns it into an APNs/FCM task
-    (urgent now, non-urgent throttled). Nothing identifies the device in the log.
-    """
-    logger.debug("push not sent: push delivery is disabled", extra={"urgent": urgent})
+
+def request_pushes(*, devices: list[tuple[int, bool]]) -> None:
+    """Wake devices that have messages queued but no socket open: (device pk, urgent) pairs, from
+    the delivery path after commit (spec §4.5, §7.2). Urgent ones are pushed now; non-urgent ones
+    at most once per device per 20 minutes. One task for the whole batch; nothing identifying in
+    the log. Without push configured, nothing is sent (said once at start-up)."""
+    if not sender.configured_platforms():
+        return
+    wanted = [[device_pk, urgent] for device_pk, urgent in devices if urgent or _opens_window(device_pk)]
+    if wanted:
+        from push.tasks import send_new_message_pushes_task
+
+        send_new_message_pushes_task.delay(wanted)
+
+
+def _opens_window(device_pk: int) -> bool:
+    if settings.REDIS_URL:
+        key = f"push:non-urgent:{device_pk}"
+        return bool(sync_redis().set(key, 1, nx=True, ex=NON_URGENT_WINDOW_SECONDS))
+    now = time.monotonic()
+    if _local_windows.get(device_pk, 0) > now:
+        return False
+    _local_windows[device_pk] = now + NON_URGENT_WINDOW_SECONDS
+    return True
+
+
+def push_new_messages(devices: list[list]) -> list[list]:
+    """Send the new-message notifications of (device pk, urgent) pairs; the pairs worth trying
+    again (the push service was unavailable). Devices without a token (or gone) are skipped;
+    invalid tokens are cleared (`clear_invalid_token`)."""
+    urgent_by_pk = {device_pk: urgent for device_pk, urgent in devices}
+    targets = list(
+        Device.objects.filter(pk__in=urgent_by_pk)
+        .exclude(apn_id="", gcm_id="")
+        .values_list("pk", "apn_id", "gcm_id", "push_token_set_at")
+    )
+    items = [
+        (APNS if apn_id else FCM, apn_id or gcm_id, payloads.Notification(payloads.NEW_MESSAGE, urgent=urgent_by_pk[pk]))
+        for pk, apn_id, gcm_id, _ in targets
+    ]
+    retry = []
+    for (pk, *_), (platform, token, _notification), outcome in zip(targets, items, sender.send_all(items), strict=True):
+        if outcome.status == gateways.INVALID_TOKEN:
+            clear_invalid_token(device_pk=pk, platform=platform, token=token, invalidated_at_ms=outcome.invalidated_at_ms)
+        elif outcome.status == gateways.RETRY:
+            retry.append([pk, urgent_by_pk[pk]])
+        elif outcome.status == gateways.FAILED:
+            logger.warning("push refused", extra={"platform": platform, "reason": outcome.reason})
+    return retry
+
+
+def clear_invalid_token(*, device_pk: int, platform: str, token: str, invalidated_at_ms: int | None) -> bool:
+    """The push service says `token` is no longer valid: clear it, unless the device has another
+    token since, or set this one again after the service's time of invalidation (spec §7.3)."""
+    rows = Device.objects.filter(pk=device_pk, **{_TOKEN_FIELD[platform]: token})
+    if invalidated_at_ms is not None:
+        invalidated_at = datetime.fromtimestamp(invalidated_at_ms / 1000, tz=UTC)
+        rows = rows.filter(Q(push_token_set_at__isnull=True) | Q(push_token_set_at__lt=invalidated_at))
+    return bool(rows.update(**{_TOKEN_FIELD[platform]: "", "push_token_set_at": None}))

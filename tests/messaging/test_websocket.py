@@ -15,6 +15,7 @@ from messaging import services
 from messaging.models import QueuedMessage
 from signalserver.proto.websocket_pb2 import WebSocketMessage
 from tests.factories import DeviceFactory, device_auth, override_limit
+from tests.fakes.apns import apns_credentials, apns_server  # noqa: F401 (fixtures)
 from tests.messaging.helpers import (
     message_list,
     next_message,
@@ -477,19 +478,25 @@ async def test_without_beat_a_connecting_device_triggers_the_hourly_purge(pair, 
     assert not await database_sync_to_async(QueuedMessage.objects.exists)()
 
 
-async def test_a_full_delivery_channel_gets_its_device_pushed_and_the_other_devices_still_notified(pair, caplog, settings):
-    import logging
-
+async def test_a_full_delivery_channel_gets_its_device_pushed_and_the_other_devices_still_notified(
+    pair, settings, apns_server, tmp_path  # noqa: F811
+):
     from channels.exceptions import ChannelFull
     from channels.layers import get_channel_layer
 
     from messaging.presence import get_presence
+    from push import sender
 
-    caplog.set_level(logging.DEBUG, logger="push.services")
+    creds = apns_server.credentials
+    settings.APNS_KEY_FILE, settings.APNS_KEY_ID, settings.APNS_TEAM_ID = str(creds.write_p8(tmp_path)), creds.key_id, creds.team_id
+    settings.APNS_TOPIC, settings.APNS_SERVER, settings.APNS_CA_FILE = creds.topic, apns_server.server, str(apns_server.ca_file)
+    sender.forget_gateways()
     layers = {**settings.CHANNEL_LAYERS}
     layers["default"] = {**layers["default"], "CONFIG": {**layers["default"]["CONFIG"], "capacity": 50}}
     settings.CHANNEL_LAYERS = layers  # a small capacity, quick to fill
     alice, bob = pair
+    bob.apn_id = "d4" * 32
+    await sync_to_async(bob.save)(update_fields=["apn_id"])
     bob_laptop = await sync_to_async(DeviceFactory)(account=bob.account, device_id=2)
     # Bob's phone "holds a socket" on a node that stopped reading: its channel is full. (A channel of
     # this process's layer would not do: the layer reads all of its channels from one list.)
@@ -506,16 +513,9 @@ async def test_a_full_delivery_channel_gets_its_device_pushed_and_the_other_devi
 
     _, envelope = await next_message(laptop_ws)
     assert envelope.content == b"ciphertext"
-    # The laptop's socket may have its rows before the full channel has refused the phone's (a
-    # socket of this process is handed its rows directly): wait for both, bounded.
-    for _ in range(100):  # the push is asked for once every socket has been handed its rows
-        messages = [(record.name, record.getMessage()) for record in caplog.records]
-        if any("channel is full" in text for _, text in messages) and any(
-            name == "push.services" and "push" in text for name, text in messages
-        ):
-            break
-        await asyncio.sleep(0.02)
-    else:
-        raise AssertionError("the full channel was not noticed, or no push was requested for its device")
+    # The phone is pushed (Celery runs eagerly in the tests) once every socket has been handed its rows.
+    (push,) = await sync_to_async(apns_server.wait_for)(1, timeout=5)
+    assert (push.token, push.push_type) == (bob.apn_id, "alert")
+    sender.forget_gateways()
     assert await database_sync_to_async(QueuedMessage.objects.filter(device__device_id=1, device__account=bob.account).count)() == 1
     await laptop_ws.disconnect()

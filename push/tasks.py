@@ -1,0 +1,16 @@
+"""Celery tasks of the push app: load by id, call a service, own the retries."""
+
+from celery import shared_task
+
+from push import services
+
+# Seconds before each retry of pushes the service could not take (429, 5xx, unreachable).
+RETRY_DELAYS = (2, 4, 8, 16, 32)
+
+
+@shared_task(bind=True, max_retries=len(RETRY_DELAYS), acks_late=True, ignore_result=True)
+def send_new_message_pushes_task(self, devices: list[list]) -> None:
+    """New-message notifications for (device pk, urgent) pairs."""
+    retry = services.push_new_messages(devices)
+    if retry and self.request.retries < len(RETRY_DELAYS):
+        raise self.retry(args=[retry], countdown=RETRY_DELAYS[self.request.retries])

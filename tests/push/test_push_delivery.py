@@ -1,0 +1,90 @@
+"""New-message pushes end to end: a send over HTTP to a device with no socket open reaches the local
+APNs (tests/fakes/apns.py) through the real web process and a real Celery worker on Redis."""
+
+import subprocess
+import sys
+import time
+
+import pytest
+from asgiref.sync import sync_to_async
+
+from accounts.models import Device
+from tests.factories import DeviceFactory, device_auth
+from tests.fakes.apns import apns_credentials, apns_server  # noqa: F401 (fixtures)
+from tests.live_clients import ChatSocket
+from tests.messaging.test_end_to_end import send_over_http
+from tests.servers import PROJECT, live_server_process, server_environment
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+TOKEN = "c3" * 32
+WAIT = 10.0
+
+
+@pytest.fixture
+def push_environment(apns_server, tmp_path):  # noqa: F811
+    creds = apns_server.credentials
+    return {
+        "CELERY_TASK_ALWAYS_EAGER": "false",
+        "APNS_KEY_FILE": str(creds.write_p8(tmp_path)),
+        "APNS_KEY_ID": creds.key_id,
+        "APNS_TEAM_ID": creds.team_id,
+        "APNS_TOPIC": creds.topic,
+        "APNS_SERVER": apns_server.server,
+        "APNS_CA_FILE": str(apns_server.ca_file),
+    }
+
+
+@pytest.fixture
+def celery_worker_process(push_environment):
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "celery", "-A", "signalserver", "worker", "--pool", "solo", "--loglevel", "WARNING",
+         "--without-mingle", "--without-gossip", "--without-heartbeat"],
+        cwd=PROJECT, env=server_environment(**push_environment),
+        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    )
+    yield worker
+    worker.terminate()
+    try:
+        worker.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        worker.kill()
+        worker.wait()
+
+
+def until(condition, timeout=WAIT):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+async def test_an_offline_device_gets_one_urgent_push_and_a_connected_one_none(
+    apns_server, push_environment, celery_worker_process  # noqa: F811
+):
+    alice = await sync_to_async(DeviceFactory)()
+    bob = await sync_to_async(DeviceFactory)(apn_id=TOKEN, fetches_messages=False)
+    with live_server_process(**push_environment) as server:
+        await send_over_http(server.url, device_auth(alice), bob.account_id, bob.registration_id, b"hello", 1)
+
+        (push,) = apns_server.wait_for(1, timeout=WAIT)
+        assert (push.token, push.push_type, push.priority, push.collapse_id) == (TOKEN, "alert", 10, "incoming-message")
+        assert push.payload == {"aps": {"mutable-content": 1, "alert": {"loc-key": "APN_Message"}}}
+
+        async with await ChatSocket.connect(server.ws_url, device_auth(bob)) as socket:
+            await socket.next_message()  # the queued message: the socket is Bob's delivery socket
+            await send_over_http(server.url, device_auth(alice), bob.account_id, bob.registration_id, b"again", 2)
+            await socket.next_message()
+        time.sleep(0.5)
+        assert len(apns_server.pushes) == 1  # none while connected
+
+
+async def test_a_token_apns_calls_unregistered_is_cleared(apns_server, push_environment, celery_worker_process):  # noqa: F811
+    alice = await sync_to_async(DeviceFactory)()
+    bob = await sync_to_async(DeviceFactory)(apn_id=TOKEN, fetches_messages=False)
+    apns_server.unregister(TOKEN, timestamp_ms=int(time.time() * 1000) + 60_000)
+    with live_server_process(**push_environment) as server:
+        await send_over_http(server.url, device_auth(alice), bob.account_id, bob.registration_id, b"hello", 1)
+        assert await sync_to_async(until)(lambda: Device.objects.get(pk=bob.pk).apn_id == "")
