@@ -55,10 +55,26 @@ def clear_push_token(*, device: Device, platform: str) -> None:
 
 
 def send_push_challenge(token_type: str, token: str, challenge: str, *, data_key: str = "challenge") -> None:
-    """Send a push challenge to an APNs/FCM token (spec §7.3): data key `challenge` for a
-    verification session, `rateLimitChallenge` for a rate-limit challenge (spec §8.3)."""
-    # Neither the token nor the challenge is logged: either one would let a reader answer it.
-    logger.info("push challenge not sent: push delivery is disabled", extra={"push_platform": token_type})
+    """Send a push challenge to an APNs/FCM token (spec §7.3), from a task: data key `challenge`
+    for a verification session, `rateLimitChallenge` for a rate-limit challenge (spec §8.3). Call
+    it after commit. Without that platform configured nothing is sent (the client falls back to a
+    captcha)."""
+    platform = token_type.lower()
+    if platform not in sender.configured_platforms():
+        # Neither the token nor the challenge is logged: either one would let a reader answer it.
+        logger.info("push challenge not sent: push delivery is disabled", extra={"push_platform": platform})
+        return
+    from push.tasks import send_push_challenge_task
+
+    send_push_challenge_task.delay(platform, token, data_key, challenge)
+
+
+def push_challenge(*, platform: str, token: str, kind: str, challenge: str) -> str:
+    """Send one challenge now; the outcome's status (push.gateways)."""
+    (outcome,) = sender.send_all([(platform, token, payloads.Notification(kind, value=challenge))])
+    if outcome.status == gateways.FAILED:
+        logger.warning("push challenge refused", extra={"platform": platform, "reason": outcome.reason})
+    return outcome.status
 
 
 # A non-urgent message wakes a device at most once in this many seconds (spec §7.4).

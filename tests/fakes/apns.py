@@ -598,3 +598,18 @@ def apns_server(apns_credentials):
     """A started FakeAPNs for `apns_credentials` (also at `apns_server.credentials`)."""
     with FakeAPNs.with_credentials(apns_credentials) as fake:
         yield fake
+
+
+@pytest.fixture
+def apns_settings(apns_server, settings, tmp_path):
+    """The server's push settings point at `apns_server` (in this process: Celery runs eagerly in
+    the tests); the gateways are built from them afresh, and again after the test."""
+    from push import sender
+
+    creds = apns_server.credentials
+    settings.APNS_KEY_FILE = str(creds.write_p8(tmp_path))
+    settings.APNS_KEY_ID, settings.APNS_TEAM_ID, settings.APNS_TOPIC = creds.key_id, creds.team_id, creds.topic
+    settings.APNS_SERVER, settings.APNS_CA_FILE = apns_server.server, str(apns_server.ca_file)
+    sender.forget_gateways()
+    yield apns_server
+    sender.forget_gateways()

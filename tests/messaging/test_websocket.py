@@ -15,7 +15,7 @@ from messaging import services
 from messaging.models import QueuedMessage
 from signalserver.proto.websocket_pb2 import WebSocketMessage
 from tests.factories import DeviceFactory, device_auth, override_limit
-from tests.fakes.apns import apns_credentials, apns_server  # noqa: F401 (fixtures)
+from tests.fakes.apns import apns_credentials, apns_server, apns_settings  # noqa: F401 (fixtures)
 from tests.messaging.helpers import (
     message_list,
     next_message,
@@ -479,18 +479,13 @@ async def test_without_beat_a_connecting_device_triggers_the_hourly_purge(pair, 
 
 
 async def test_a_full_delivery_channel_gets_its_device_pushed_and_the_other_devices_still_notified(
-    pair, settings, apns_server, tmp_path  # noqa: F811
+    pair, settings, apns_settings  # noqa: F811
 ):
     from channels.exceptions import ChannelFull
     from channels.layers import get_channel_layer
 
     from messaging.presence import get_presence
-    from push import sender
 
-    creds = apns_server.credentials
-    settings.APNS_KEY_FILE, settings.APNS_KEY_ID, settings.APNS_TEAM_ID = str(creds.write_p8(tmp_path)), creds.key_id, creds.team_id
-    settings.APNS_TOPIC, settings.APNS_SERVER, settings.APNS_CA_FILE = creds.topic, apns_server.server, str(apns_server.ca_file)
-    sender.forget_gateways()
     layers = {**settings.CHANNEL_LAYERS}
     layers["default"] = {**layers["default"], "CONFIG": {**layers["default"]["CONFIG"], "capacity": 50}}
     settings.CHANNEL_LAYERS = layers  # a small capacity, quick to fill
@@ -514,8 +509,7 @@ async def test_a_full_delivery_channel_gets_its_device_pushed_and_the_other_devi
     _, envelope = await next_message(laptop_ws)
     assert envelope.content == b"ciphertext"
     # The phone is pushed (Celery runs eagerly in the tests) once every socket has been handed its rows.
-    (push,) = await sync_to_async(apns_server.wait_for)(1, timeout=5)
+    (push,) = await sync_to_async(apns_settings.wait_for)(1, timeout=5)
     assert (push.token, push.push_type) == (bob.apn_id, "alert")
-    sender.forget_gateways()
     assert await database_sync_to_async(QueuedMessage.objects.filter(device__device_id=1, device__account=bob.account).count)() == 1
     await laptop_ws.disconnect()

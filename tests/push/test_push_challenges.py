@@ -1,0 +1,49 @@
+"""Push challenges end to end (spec §2.1, §8.3): the challenge reaches the device through the local
+APNs (tests/fakes/apns.py), and answering with what the device received is accepted."""
+
+import pytest
+
+from push import payloads
+from tests.factories import DeviceFactory, override_limit
+from tests.fakes.apns import apns_credentials, apns_server, apns_settings  # noqa: F401 (fixtures)
+from tests.messaging.helpers import all_devices, message_list
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+TOKEN = "e5" * 32
+
+
+def test_a_verification_session_with_a_push_token_is_verified_by_the_pushed_challenge(client, apns_settings):  # noqa: F811
+    created = client.post("/v1/verification/session", {"number": "+14155550142", "pushToken": TOKEN, "pushTokenType": "apn"}, format="json")
+    assert created.status_code == 200
+    session = created.json()
+
+    (push,) = apns_settings.wait_for(1)
+    assert (push.token, push.push_type, push.priority) == (TOKEN, "background", 5)
+    challenge = push.payload[payloads.CHALLENGE]
+    assert push.payload == {"aps": {"content-available": 1}, "challenge": challenge}
+
+    answered = client.patch(f"/v1/verification/session/{session['id']}", {"pushChallenge": challenge}, format="json")
+    assert answered.status_code == 200
+    assert "pushChallenge" not in answered.json()["requestedInformation"]
+
+
+def test_a_rate_limited_sender_lifts_its_limit_with_the_challenge_pushed_to_its_primary(client_for, apns_settings):  # noqa: F811
+    sender_device = DeviceFactory(apn_id=TOKEN)
+    recipient = DeviceFactory()
+    api = client_for(sender_device)
+    override_limit("messages", 1, 3600, account=sender_device.account)
+
+    def send():
+        return api.put(f"/v1/messages/{recipient.account.aci}", message_list(all_devices(recipient.account)), format="json")
+
+    assert send().status_code == 200
+    assert send().status_code == 428
+
+    assert api.post("/v1/challenge/push").status_code == 200
+    (push,) = apns_settings.wait_for(1)
+    assert push.token == TOKEN
+    challenge = push.payload["rateLimitChallenge"]
+    answered = api.put("/v1/challenge", {"type": "rateLimitPushChallenge", "challenge": challenge}, format="json")
+    assert answered.status_code == 200
+    assert send().status_code == 200
