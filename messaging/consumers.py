@@ -28,6 +28,8 @@ from messaging.envelopes import parse_envelope
 from messaging.notify import local_sockets
 from messaging.presence import PRESENCE_REFRESH_SECONDS, get_presence
 from messaging.services import EPHEMERAL_MAX_AGE_MS, list_queued, now_ms, purge_if_due
+from messaging.tasks import push_if_still_away_task
+from push.services import request_push_later
 from signalserver.auth import AccountBanned, InvalidCredentials, authenticate_authorization
 from signalserver.errors import log_unavailable, unavailable_dependency
 from signalserver.tunnel import dispatch, merge_headers
@@ -118,6 +120,10 @@ class ChatConsumer(FramedConsumer):
         local_sockets.pop(self.channel_name, None)
         if self.owns_presence:
             await get_presence().release(self.aci, self.device.device_id, self.channel_name)
+            if self.pending or self.inline or self.reread:
+                # Closed with messages not acknowledged or not read: push the device in a minute,
+                # unless it connects again meanwhile (spec §7.2).
+                await in_db_thread(request_push_later)(device_pk=self.device.pk, task=push_if_still_away_task)
         if self.last_ack is not None:
             await asyncio.shield(self.last_ack)
 

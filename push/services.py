@@ -96,6 +96,13 @@ def request_pushes(*, devices: list[tuple[int, bool]]) -> None:
         send_new_message_pushes_task.delay(wanted)
 
 
+def request_push_later(*, device_pk: int, task) -> None:
+    """Run `task(device_pk)` PUSH_AFTER_CLOSE_SECONDS from now, when push is configured: the push
+    of a device whose socket closed with messages left, which `task` sends unless it came back."""
+    if sender.configured_platforms():
+        task.apply_async(args=[device_pk], countdown=settings.PUSH_AFTER_CLOSE_SECONDS)
+
+
 def _opens_window(device_pk: int) -> bool:
     if settings.REDIS_URL:
         key = f"push:non-urgent:{device_pk}"

@@ -255,6 +255,9 @@ APNS_CA_FILE = env("APNS_CA_FILE")
 FCM_CREDENTIALS_FILE = env("FCM_CREDENTIALS_FILE")
 FCM_PROJECT_ID = env("FCM_PROJECT_ID")
 FCM_API_URL = env("FCM_API_URL")
+# A socket that closes with messages left gets its device pushed this many seconds later, unless
+# the device connects again meanwhile.
+PUSH_AFTER_CLOSE_SECONDS = env_int("PUSH_AFTER_CLOSE_SECONDS", 60)
 
 # --- Logging: one JSON line per event, sensitive values scrubbed ---------------------------------
 LOG_LEVEL = env("LOG_LEVEL", "INFO").upper()

@@ -1,6 +1,7 @@
 """New-message pushes end to end: a send over HTTP to a device with no socket open reaches the local
 APNs (tests/fakes/apns.py) through the real web process and a real Celery worker on Redis."""
 
+import asyncio
 import subprocess
 import sys
 import time
@@ -77,7 +78,7 @@ async def test_an_offline_device_gets_one_urgent_push_and_a_connected_one_none(
             await socket.next_message()  # the queued message: the socket is Bob's delivery socket
             await send_over_http(server.url, device_auth(alice), bob.account_id, bob.registration_id, b"again", 2)
             await socket.next_message()
-        time.sleep(0.5)
+        await asyncio.sleep(0.5)
         assert len(apns_server.pushes) == 1  # none while connected
 
 
@@ -88,3 +89,42 @@ async def test_a_token_apns_calls_unregistered_is_cleared(apns_server, push_envi
     with live_server_process(**push_environment) as server:
         await send_over_http(server.url, device_auth(alice), bob.account_id, bob.registration_id, b"hello", 1)
         assert await sync_to_async(until)(lambda: Device.objects.get(pk=bob.pk).apn_id == "")
+
+
+async def close_with_a_message_unacknowledged(server, alice, bob) -> float:
+    """Bob's socket gets a message from Alice and closes without acknowledging it; when it closed."""
+    async with await ChatSocket.connect(server.ws_url, device_auth(bob)) as socket:
+        await socket.backlog()
+        await send_over_http(server.url, device_auth(alice), bob.account_id, bob.registration_id, b"hi", 1)
+        await socket.next_message()
+    return time.monotonic()
+
+
+@pytest.fixture
+async def alice_and_bob():
+    alice = await sync_to_async(DeviceFactory)()
+    bob = await sync_to_async(DeviceFactory)(apn_id=TOKEN, fetches_messages=False)
+    return alice, bob
+
+
+async def test_a_socket_closed_with_messages_unacknowledged_gets_its_device_pushed_a_little_later(
+    apns_server, push_environment, celery_worker_process, alice_and_bob  # noqa: F811
+):
+    with live_server_process(**push_environment, PUSH_AFTER_CLOSE_SECONDS="1") as server:
+        closed_at = await close_with_a_message_unacknowledged(server, *alice_and_bob)
+
+        (push,) = apns_server.wait_for(1, timeout=WAIT)
+        assert push.token == TOKEN and push.received_at - closed_at >= 0.9
+
+
+async def test_reconnecting_within_the_delay_cancels_the_push(
+    apns_server, push_environment, celery_worker_process, alice_and_bob  # noqa: F811
+):
+    bob = alice_and_bob[1]
+    with live_server_process(**push_environment, PUSH_AFTER_CLOSE_SECONDS="1") as server:
+        await close_with_a_message_unacknowledged(server, *alice_and_bob)
+        async with await ChatSocket.connect(server.ws_url, device_auth(bob)) as again:
+            redelivered = await again.next_message()
+            await asyncio.sleep(2.5)  # past the delay, the device connected
+            assert apns_server.pushes == []
+            await again.ack(redelivered)
