@@ -30,6 +30,7 @@ from accounts.services import (
 )
 from accounts.totp import check_registration_totp
 from keys.models import Identity
+from push.services import FAILED_REGISTRATION_LOCK, alert_attempted_login
 from keys.services import SignedPreKeyData, set_identity_keys, store_repeated_use_keys, verify_signed_prekeys
 from signalserver import ratelimit
 from signalserver.auth import LOCKED_PREFIX, MAX_CREDENTIAL_LENGTH, SaltedTokenHash
@@ -295,3 +296,7 @@ def _lock_out(account: Account, devices: list[Device]) -> None:
     )
     disconnect_devices(aci=account.aci, device_ids=[device.device_id for device in devices])
     RegistrationRecoveryPassword.objects.filter(pni=account.pni).delete()
+    primary = next((device for device in devices if device.device_id == PRIMARY_DEVICE_ID), None)
+    if primary is not None:
+        # The owner's phone learns that someone tried to take the number (spec §7.2).
+        alert_attempted_login(device_pk=primary.pk, context=FAILED_REGISTRATION_LOCK)

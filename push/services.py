@@ -17,6 +17,7 @@ import time
 from datetime import UTC, datetime
 
 from django.conf import settings
+from django.db import transaction
 from django.db.models import Case, F, Q, When
 from django.utils import timezone
 
@@ -74,6 +75,31 @@ def push_challenge(*, platform: str, token: str, kind: str, challenge: str) -> s
     (outcome,) = sender.send_all([(platform, token, payloads.Notification(kind, value=challenge))])
     if outcome.status == gateways.FAILED:
         logger.warning("push challenge refused", extra={"platform": platform, "reason": outcome.reason})
+    return outcome.status
+
+
+FAILED_REGISTRATION_LOCK = "failedRegistrationLock"  # an attempted login's context
+
+
+def alert_attempted_login(*, device_pk: int, context: str) -> None:
+    """Tell a device that someone tried to register its number (context: why it failed), from a
+    task after commit."""
+    if sender.configured_platforms():
+        from push.tasks import send_attempt_login_task
+
+        transaction.on_commit(lambda: send_attempt_login_task.delay(device_pk, context))
+
+
+def push_to_device(*, device_pk: int, notification: payloads.Notification) -> str | None:
+    """Send one notification to a device's token now; the outcome's status (push.gateways), None
+    when the device has no token (or is gone). An invalid token is cleared."""
+    row = Device.objects.filter(pk=device_pk).exclude(apn_id="", gcm_id="").values_list("apn_id", "gcm_id").first()
+    if row is None:
+        return None
+    platform, token = (APNS, row[0]) if row[0] else (FCM, row[1])
+    (outcome,) = sender.send_all([(platform, token, notification)])
+    if outcome.status == gateways.INVALID_TOKEN:
+        clear_invalid_token(device_pk=device_pk, platform=platform, token=token, invalidated_at_ms=outcome.invalidated_at_ms)
     return outcome.status
 
 

@@ -1,5 +1,5 @@
-"""Push challenges end to end (spec §2.1, §8.3): the challenge reaches the device through the local
-APNs (tests/fakes/apns.py), and answering with what the device received is accepted."""
+"""Push challenges and alerts end to end (spec §2.1, §7.2, §8.3): they reach the device through the local
+APNs (tests/fakes/apns.py); a challenge is answered with what the device received."""
 
 import pytest
 
@@ -47,3 +47,20 @@ def test_a_rate_limited_sender_lifts_its_limit_with_the_challenge_pushed_to_its_
     answered = api.put("/v1/challenge", {"type": "rateLimitPushChallenge", "challenge": challenge}, format="json")
     assert answered.status_code == 200
     assert send().status_code == 200
+
+
+def test_a_failed_registration_lock_alerts_the_existing_primary(apns_settings):  # noqa: F811
+    from tests.accounts.test_registration_existing import LOCK, existing_primary, register_number
+
+    primary = existing_primary(lock=LOCK)
+    primary.apn_id = TOKEN
+    primary.save(update_fields=["apn_id"])
+
+    assert register_number().status_code == 423
+
+    (push,) = apns_settings.wait_for(1)
+    assert (push.token, push.push_type) == (TOKEN, "alert")
+    assert push.payload == {
+        "aps": {"mutable-content": 1, "alert": {"loc-key": "APN_Message"}},
+        "attemptLoginContext": "failedRegistrationLock",
+    }
