@@ -16,6 +16,7 @@ import logging
 import time
 from datetime import UTC, datetime
 
+from celery.exceptions import Retry
 from django.conf import settings
 from django.db import transaction
 from django.db.models import Case, F, Q, When
@@ -23,6 +24,7 @@ from django.utils import timezone
 
 from accounts.models import Device
 from push import gateways, payloads, sender
+from signalserver.errors import REDIS_UNAVAILABLE
 from signalserver.redis_clients import sync_redis
 
 logger = logging.getLogger(__name__)
@@ -67,7 +69,7 @@ def send_push_challenge(token_type: str, token: str, challenge: str, *, data_key
         return
     from push.tasks import send_push_challenge_task
 
-    send_push_challenge_task.delay(platform, token, data_key, challenge)
+    _queue(send_push_challenge_task, platform, token, data_key, challenge)
 
 
 def push_challenge(*, platform: str, token: str, kind: str, challenge: str) -> str:
@@ -87,7 +89,7 @@ def alert_attempted_login(*, device_pk: int, context: str) -> None:
     if sender.configured_platforms():
         from push.tasks import send_attempt_login_task
 
-        transaction.on_commit(lambda: send_attempt_login_task.delay(device_pk, context))
+        transaction.on_commit(lambda: _queue(send_attempt_login_task, device_pk, context))
 
 
 def push_to_device(*, device_pk: int, notification: payloads.Notification) -> str | None:
@@ -105,6 +107,7 @@ def push_to_device(*, device_pk: int, notification: payloads.Notification) -> st
 
 # A non-urgent message wakes a device at most once in this many seconds (spec §7.4).
 NON_URGENT_WINDOW_SECONDS = 20 * 60
+NON_URGENT_KEY_PREFIX = "push:non-urgent:"
 _local_windows: dict[int, float] = {}  # without Redis (the embedded run)
 
 
@@ -119,20 +122,45 @@ def request_pushes(*, devices: list[tuple[int, bool]]) -> None:
     if wanted:
         from push.tasks import send_new_message_pushes_task
 
-        send_new_message_pushes_task.delay(wanted)
+        _queue(send_new_message_pushes_task, wanted)
 
 
 def request_push_later(*, device_pk: int, task) -> None:
     """Run `task(device_pk)` PUSH_AFTER_CLOSE_SECONDS from now, when push is configured: the push
     of a device whose socket closed with messages left, which `task` sends unless it came back."""
     if sender.configured_platforms():
-        task.apply_async(args=[device_pk], countdown=settings.PUSH_AFTER_CLOSE_SECONDS)
+        _queue(task, device_pk, countdown=settings.PUSH_AFTER_CLOSE_SECONDS)
+
+
+def _queue(task, *args, countdown: float | None = None) -> None:
+    """Queue a push task; never raises: a push that cannot be queued (the broker is down) is lost,
+    the message or the request that asked for it is not (the device still finds its queue when it
+    connects; a challenge can be asked for again)."""
+    try:
+        task.apply_async(args=args, countdown=countdown)
+    except Retry:
+        pass  # eager tasks (tests, the embedded run): the retry has run already
+    except Exception:
+        logger.warning("push not queued", extra={"task": task.name}, exc_info=True)
+
+
+def forget_push_windows() -> None:
+    """Every device may be woken by a non-urgent message again (tests start from none)."""
+    _local_windows.clear()
+    if settings.REDIS_URL:
+        client = sync_redis()
+        keys = list(client.scan_iter(match=f"{NON_URGENT_KEY_PREFIX}*", count=1000))
+        if keys:
+            client.delete(*keys)
 
 
 def _opens_window(device_pk: int) -> bool:
     if settings.REDIS_URL:
-        key = f"push:non-urgent:{device_pk}"
-        return bool(sync_redis().set(key, 1, nx=True, ex=NON_URGENT_WINDOW_SECONDS))
+        key = f"{NON_URGENT_KEY_PREFIX}{device_pk}"
+        try:
+            return bool(sync_redis().set(key, 1, nx=True, ex=NON_URGENT_WINDOW_SECONDS))
+        except REDIS_UNAVAILABLE:
+            return True  # better one push too many than a device that never learns
     now = time.monotonic()
     if _local_windows.get(device_pk, 0) > now:
         return False

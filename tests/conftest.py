@@ -27,11 +27,13 @@ def fresh_rate_limits():
     """Every test starts with full rate-limit buckets and reads the operator settings afresh (the
     database of the previous test was rolled back under this process's copy)."""
     from signalserver import operator_settings, ratelimit
+    from push.services import forget_push_windows
     from signalserver.websocket import forget_flood_penalties
 
     ratelimit.buckets().delete([ratelimit.bucket_key("*", "*")])
     operator_settings.forget()
     forget_flood_penalties()
+    forget_push_windows()
     yield
     operator_settings.forget()
 

@@ -64,3 +64,22 @@ def test_a_failed_registration_lock_alerts_the_existing_primary(apns_settings): 
         "aps": {"mutable-content": 1, "alert": {"loc-key": "APN_Message"}},
         "attemptLoginContext": "failedRegistrationLock",
     }
+
+
+def send_to_bob(client_for, alice, bob, *, urgent: bool):
+    body = message_list(all_devices(bob.account), urgent=urgent)
+    return client_for(alice).put(f"/v1/messages/{bob.account.aci}", body, format="json")
+
+
+def test_non_urgent_messages_wake_a_device_once_and_urgent_ones_every_time(client_for, apns_settings):  # noqa: F811
+    alice, bob = DeviceFactory(), DeviceFactory(apn_id=TOKEN)
+    for _ in range(3):
+        assert send_to_bob(client_for, alice, bob, urgent=False).status_code == 200
+    (background,) = apns_settings.wait_for(1)
+    assert (background.push_type, background.priority, background.payload) == ("background", 5, {"aps": {"content-available": 1}})
+
+    assert send_to_bob(client_for, alice, bob, urgent=True).status_code == 200
+    assert send_to_bob(client_for, alice, bob, urgent=True).status_code == 200
+    pushes = apns_settings.wait_for(3)
+    assert [push.push_type for push in pushes] == ["background", "alert", "alert"]
+    assert len(apns_settings.pushes) == 3  # the two more non-urgent sends were coalesced

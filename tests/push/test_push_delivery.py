@@ -128,3 +128,27 @@ async def test_reconnecting_within_the_delay_cancels_the_push(
             await asyncio.sleep(2.5)  # past the delay, the device connected
             assert apns_server.pushes == []
             await again.ack(redelivered)
+
+
+async def test_a_push_the_service_could_not_take_is_tried_again(
+    apns_server, push_environment, celery_worker_process, alice_and_bob  # noqa: F811
+):
+    alice, bob = alice_and_bob
+    apns_server.fail_next(1, status=503, reason="ServiceUnavailable")
+    with live_server_process(**push_environment) as server:
+        await send_over_http(server.url, device_auth(alice), bob.account_id, bob.registration_id, b"hello", 1)
+
+        (push,) = apns_server.wait_for(1, timeout=WAIT)  # the retry, 2 s after the 503
+    assert push.token == TOKEN
+    assert [attempt.status for attempt in apns_server.attempts] == [503, 200]
+
+
+async def test_a_push_gateway_outage_neither_slows_nor_fails_a_send(
+    apns_server, push_environment, celery_worker_process, alice_and_bob  # noqa: F811
+):
+    alice, bob = alice_and_bob
+    apns_server.stop_accepting()
+    with live_server_process(**push_environment) as server:
+        started = time.monotonic()
+        await send_over_http(server.url, device_auth(alice), bob.account_id, bob.registration_id, b"hello", 1)
+        assert time.monotonic() - started < 1.0
