@@ -24,6 +24,7 @@ from django.utils import timezone
 
 from accounts.models import Device
 from push import gateways, payloads, sender
+from push.models import PushDay
 from signalserver.errors import REDIS_UNAVAILABLE
 from signalserver.redis_clients import sync_redis
 
@@ -74,7 +75,7 @@ def send_push_challenge(token_type: str, token: str, challenge: str, *, data_key
 
 def push_challenge(*, platform: str, token: str, kind: str, challenge: str) -> str:
     """Send one challenge now; the outcome's status (push.gateways)."""
-    (outcome,) = sender.send_all([(platform, token, payloads.Notification(kind, value=challenge))])
+    (outcome,) = _send([(platform, token, payloads.Notification(kind, value=challenge))])
     if outcome.status == gateways.FAILED:
         logger.warning("push challenge refused", extra={"platform": platform, "reason": outcome.reason})
     return outcome.status
@@ -99,7 +100,7 @@ def push_to_device(*, device_pk: int, notification: payloads.Notification) -> st
     if row is None:
         return None
     platform, token = (APNS, row[0]) if row[0] else (FCM, row[1])
-    (outcome,) = sender.send_all([(platform, token, notification)])
+    (outcome,) = _send([(platform, token, notification)])
     if outcome.status == gateways.INVALID_TOKEN:
         clear_invalid_token(device_pk=device_pk, platform=platform, token=token, invalidated_at_ms=outcome.invalidated_at_ms)
     return outcome.status
@@ -183,7 +184,7 @@ def push_new_messages(devices: list[list]) -> list[list]:
         for pk, apn_id, gcm_id, _ in targets
     ]
     retry = []
-    for (pk, *_), (platform, token, _notification), outcome in zip(targets, items, sender.send_all(items), strict=True):
+    for (pk, *_), (platform, token, _notification), outcome in zip(targets, items, _send(items), strict=True):
         if outcome.status == gateways.INVALID_TOKEN:
             clear_invalid_token(device_pk=pk, platform=platform, token=token, invalidated_at_ms=outcome.invalidated_at_ms)
         elif outcome.status == gateways.RETRY:
@@ -191,6 +192,21 @@ def push_new_messages(devices: list[list]) -> list[list]:
         elif outcome.status == gateways.FAILED:
             logger.warning("push refused", extra={"platform": platform, "reason": outcome.reason})
     return retry
+
+
+def _send(items: list[tuple[str, str, payloads.Notification]]) -> list[gateways.PushOutcome]:
+    """Send through `push.sender` and count the outcomes for operators (PushDay)."""
+    outcomes = sender.send_all(items)
+    counts: dict[str, dict[str, int]] = {}
+    for (platform, _token, _notification), outcome in zip(items, outcomes, strict=True):
+        column = {gateways.SENT: "sent", gateways.INVALID_TOKEN: "invalidated"}.get(outcome.status, "failed")
+        platform_counts = counts.setdefault(platform, {})
+        platform_counts[column] = platform_counts.get(column, 0) + 1
+    today = timezone.now().date()
+    for platform, columns in counts.items():
+        PushDay.objects.get_or_create(day=today, platform=platform)
+        PushDay.objects.filter(day=today, platform=platform).update(**{name: F(name) + n for name, n in columns.items()})
+    return outcomes
 
 
 def clear_invalid_token(*, device_pk: int, platform: str, token: str, invalidated_at_ms: int | None) -> bool:

@@ -66,12 +66,8 @@ class IpBanAdmin(_RecordedAdmin):
         return obj.network, obj.reason
 
 
-@admin.register(OperatorAction)
-class OperatorActionAdmin(admin.ModelAdmin):
-    list_display = ("at", "operator", "action", "target", "detail")
-    list_filter = ("action",)
-    search_fields = ("target",)
-    date_hierarchy = "at"
+class ReadOnlyAdmin(admin.ModelAdmin):
+    """Rows operators may read and nobody may add, change or delete (records, counts)."""
 
     def has_add_permission(self, request):
         return False
@@ -81,3 +77,11 @@ class OperatorActionAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request, obj=None):
         return False
+
+
+@admin.register(OperatorAction)
+class OperatorActionAdmin(ReadOnlyAdmin):
+    list_display = ("at", "operator", "action", "target", "detail")
+    list_filter = ("action",)
+    search_fields = ("target",)
+    date_hierarchy = "at"

@@ -83,3 +83,24 @@ def test_non_urgent_messages_wake_a_device_once_and_urgent_ones_every_time(clien
     pushes = apns_settings.wait_for(3)
     assert [push.push_type for push in pushes] == ["background", "alert", "alert"]
     assert len(apns_settings.pushes) == 3  # the two more non-urgent sends were coalesced
+
+
+def test_operators_see_each_days_pushes_per_platform_and_no_token(client, client_for, apns_settings):  # noqa: F811
+    from django.contrib.auth.models import User
+
+    from push.models import PushDay
+
+    alice, bob, carol = DeviceFactory(), DeviceFactory(apn_id=TOKEN), DeviceFactory(apn_id="f6" * 32)
+    apns_settings.unregister("f6" * 32)
+    assert send_to_bob(client_for, alice, bob, urgent=True).status_code == 200
+    assert send_to_bob(client_for, alice, carol, urgent=True).status_code == 200
+    apns_settings.wait_for(1)
+
+    (day,) = PushDay.objects.all()
+    assert (day.platform, day.sent, day.failed, day.invalidated) == ("apn", 1, 0, 1)
+    User.objects.create_superuser("operator", "op@example.org", "operator-password")
+    client.login(username="operator", password="operator-password")
+    page = client.get("/admin/push/pushday/")
+    assert page.status_code == 200
+    assert page.context["cl"].result_count == 1
+    assert TOKEN not in page.content.decode()
