@@ -1,9 +1,10 @@
 """New-message pushes end to end: a send over HTTP to a device with no socket open reaches the local
-APNs (tests/fakes/apns.py) through the real web process and a real Celery worker on Redis."""
+APNs or FCM (tests/fakes) through the real web process and a real Celery worker on Redis."""
 
 import asyncio
 import subprocess
 import sys
+import tempfile
 import time
 
 import pytest
@@ -12,6 +13,7 @@ from asgiref.sync import sync_to_async
 from accounts.models import Device
 from tests.factories import DeviceFactory, device_auth
 from tests.fakes.apns import apns_credentials, apns_server  # noqa: F401 (fixtures)
+from tests.fakes.fcm import fcm_server  # noqa: F401 (fixture)
 from tests.live_clients import ChatSocket
 from tests.messaging.test_end_to_end import send_over_http
 from tests.servers import PROJECT, live_server_process, server_environment
@@ -36,21 +38,31 @@ def push_environment(apns_server, tmp_path):  # noqa: F811
     }
 
 
-@pytest.fixture
-def celery_worker_process(push_environment):
-    worker = subprocess.Popen(
+def start_worker(environment: dict) -> subprocess.Popen:
+    """A Celery worker of the project, on the tests' Redis, with these settings."""
+    return subprocess.Popen(
         [sys.executable, "-m", "celery", "-A", "signalserver", "worker", "--pool", "solo", "--loglevel", "WARNING",
          "--without-mingle", "--without-gossip", "--without-heartbeat"],
-        cwd=PROJECT, env=server_environment(**push_environment),
-        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        cwd=PROJECT, env=server_environment(**environment),
+        # Its output goes to a file: a pipe nobody reads would stall it once full.
+        stdin=subprocess.DEVNULL, stdout=tempfile.TemporaryFile(), stderr=subprocess.STDOUT,
     )
-    yield worker
+
+
+def stop_worker(worker: subprocess.Popen) -> None:
     worker.terminate()
     try:
         worker.wait(timeout=10)
     except subprocess.TimeoutExpired:
         worker.kill()
         worker.wait()
+
+
+@pytest.fixture
+def celery_worker_process(push_environment):
+    worker = start_worker(push_environment)
+    yield worker
+    stop_worker(worker)
 
 
 def until(condition, timeout=WAIT):
@@ -152,3 +164,22 @@ async def test_a_push_gateway_outage_neither_slows_nor_fails_a_send(
         started = time.monotonic()
         await send_over_http(server.url, device_auth(alice), bob.account_id, bob.registration_id, b"hello", 1)
         assert time.monotonic() - started < 1.0
+
+
+@pytest.mark.filterwarnings("ignore:Message.token is deprecated:DeprecationWarning")
+async def test_an_offline_android_device_gets_one_high_priority_fcm_push(fcm_server, tmp_path):  # noqa: F811
+    environment = {
+        "CELERY_TASK_ALWAYS_EAGER": "false",
+        "FCM_CREDENTIALS_FILE": str(fcm_server.write_service_account(tmp_path / "service-account.json")),
+        "FCM_API_URL": fcm_server.url,
+    }
+    alice = await sync_to_async(DeviceFactory)()
+    bob = await sync_to_async(DeviceFactory)(gcm_id="fcm-" + TOKEN, fetches_messages=False)
+    worker = start_worker(environment)
+    try:
+        with live_server_process(**environment) as server:
+            await send_over_http(server.url, device_auth(alice), bob.account_id, bob.registration_id, b"hello", 1)
+            (message,) = fcm_server.wait_for(1, timeout=WAIT)
+    finally:
+        stop_worker(worker)
+    assert (message.token, message.data, message.priority) == ("fcm-" + TOKEN, {"newMessageAlert": ""}, "high")
