@@ -53,7 +53,7 @@ class ProvisioningConsumer(FramedConsumer):
     async def handle_request(self, request):
         if request.verb == "GET" and request.path == KEEPALIVE_PATH:
             return 200, b"", ()
-        return 404, b"", ()
+        return await super().handle_request(request)
 
     async def handle_response(self, response):
         if self.message_request_id is not None and response.id == self.message_request_id:

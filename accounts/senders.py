@@ -1,4 +1,4 @@
-"""Delivery of verification codes by SMS or voice call (spec §2.1).
+"""Delivery of verification codes by SMS or voice call (Signal's verification API).
 
 One interface, `VerificationSender`, and three backends chosen by `settings.VERIFICATION_SENDER`,
 read on every call so an operator's (or a test's) change takes effect without a restart:
@@ -8,7 +8,7 @@ read on every call so an operator's (or a test's) change takes effect without a 
   register without reading logs. Refuses to work in production mode.
 * `twilio`: Twilio's REST API (Programmable Messaging for SMS, Programmable Voice for calls).
 
-No backend ever logs the phone number (DESIGN.md §8). Provider failures are raised as
+No backend ever logs the phone number (docs/architecture.md §8). Provider failures are raised as
 `SenderRejected`, which the error mapper turns into Signal's 440 body.
 """
 
@@ -48,7 +48,7 @@ class VerificationSender(ABC):
     def send(self, number: str, code: str, transport: str, client: str, language: str | None) -> None:
         """Deliver `code` to `number`; raise SenderRejected when the provider refuses.
 
-        `client` is the platform label of spec §2.1 (`ios`, `android-…`) and `language` the first
+        `client` is the platform label Signal clients send (`ios`, `android-…`) and `language` the first
         tag of `Accept-Language`; backends may use them to choose the message text."""
 
 

@@ -1,4 +1,4 @@
-"""Sealed-sender keys and certificates (spec §4.8, DESIGN.md §6).
+"""Sealed-sender keys and certificates (docs/architecture.md §6).
 
 An offline trust root certifies a server key (a ServerCertificate); the server key signs a
 SenderCertificate for each device that asks. Clients verify both signatures against the trust root

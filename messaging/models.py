@@ -1,7 +1,7 @@
 """Per-device message queues (spec §4.5, §4.10).
 
 A queued message is one row per destination device holding the serialized Envelope the device will
-receive. PostgreSQL is the source of truth (DESIGN.md §4): a message exists once its row commits and
+receive. PostgreSQL is the source of truth (docs/architecture.md §4): a message exists once its row commits and
 is gone once the device acknowledges it or it expires.
 """
 

@@ -1,4 +1,4 @@
-"""After commit: hand new envelopes to the devices' live sockets, or ask for pushes (DESIGN.md §4.3).
+"""After commit: hand new envelopes to the devices' live sockets, or ask for pushes (docs/architecture.md §4.3).
 
 Sends run in sync threads; the channel layer and Redis presence are asyncio. Waiting for them from
 the sending thread (async_to_sync) costs a thread hop per send and holds the thread — under ASGI

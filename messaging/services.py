@@ -1,4 +1,4 @@
-"""Sending, queueing and acknowledging messages: the one delivery path (DESIGN.md §4).
+"""Sending, queueing and acknowledging messages: the one delivery path (docs/architecture.md §4).
 
 `send_messages` checks 1:1 sends (one, or a batch from the sockets of a process:
 `messaging.batches`) and turns them into envelopes; `deliver_envelopes` is the only way

@@ -1,4 +1,4 @@
-"""`PUT`/`DELETE /v1/accounts/gcm/` and `/v1/accounts/apn/` (spec §7.1): the calling device's push
+"""`PUT`/`DELETE /v1/accounts/gcm/` and `/v1/accounts/apn/` (Signal's push token API): the calling device's push
 token. Thin views over `push.services`; every answer is 204."""
 
 from drf_spectacular.utils import OpenApiResponse, extend_schema
@@ -14,37 +14,29 @@ SET = OpenApiResponse(description="Set; the device is woken by pushes from now o
 CLEARED = OpenApiResponse(description="Cleared; `fetchesMessages` false")
 
 
-class FcmTokenView(APIView):
-    @extend_schema(
-        tags=TAGS,
-        summary="Set this device's FCM token (clears its APNs token)",
-        request=FcmTokenSerializer,
-        responses={204: SET, 401: UNAUTHORIZED},
-    )
-    def put(self, request):
-        token = validated(FcmTokenSerializer, request.data)["gcmRegistrationId"]
-        services.set_push_token(device=request.auth.device, platform=services.FCM, token=token)
-        return Response(status=204)
+def _token_view(platform: str, name: str, serializer, field: str, other: str):
+    """The view of one platform's token: PUT sets it (clearing the other platform's), DELETE clears it."""
 
-    @extend_schema(tags=TAGS, summary="Remove this device's FCM token", request=None, responses={204: CLEARED, 401: UNAUTHORIZED})
-    def delete(self, request):
-        services.clear_push_token(device=request.auth.device, platform=services.FCM)
-        return Response(status=204)
+    class TokenView(APIView):
+        @extend_schema(
+            tags=TAGS,
+            summary=f"Set this device's {name} token (clears its {other} token)",
+            request=serializer,
+            responses={204: SET, 401: UNAUTHORIZED},
+        )
+        def put(self, request):
+            token = validated(serializer, request.data)[field]
+            services.set_push_token(device=request.auth.device, platform=platform, token=token)
+            return Response(status=204)
+
+        @extend_schema(tags=TAGS, summary=f"Remove this device's {name} token", request=None, responses={204: CLEARED, 401: UNAUTHORIZED})
+        def delete(self, request):
+            services.clear_push_token(device=request.auth.device, platform=platform)
+            return Response(status=204)
+
+    TokenView.__name__ = TokenView.__qualname__ = f"{name}TokenView"
+    return TokenView
 
 
-class ApnTokenView(APIView):
-    @extend_schema(
-        tags=TAGS,
-        summary="Set this device's APNs token (clears its FCM token)",
-        request=ApnTokenSerializer,
-        responses={204: SET, 401: UNAUTHORIZED},
-    )
-    def put(self, request):
-        token = validated(ApnTokenSerializer, request.data)["apnRegistrationId"]
-        services.set_push_token(device=request.auth.device, platform=services.APNS, token=token)
-        return Response(status=204)
-
-    @extend_schema(tags=TAGS, summary="Remove this device's APNs token", request=None, responses={204: CLEARED, 401: UNAUTHORIZED})
-    def delete(self, request):
-        services.clear_push_token(device=request.auth.device, platform=services.APNS)
-        return Response(status=204)
+FcmTokenView = _token_view(services.FCM, "FCM", FcmTokenSerializer, "gcmRegistrationId", "APNs")
+ApnTokenView = _token_view(services.APNS, "APNs", ApnTokenSerializer, "apnRegistrationId", "FCM")

@@ -1,4 +1,4 @@
-"""Operator settings in the admin (DESIGN.md §7): limiter overrides and IP bans take effect on the
+"""Operator settings in the admin (docs/architecture.md §7): limiter overrides and IP bans take effect on the
 next request of every node; every change is recorded in the operator log, which nobody can edit."""
 
 from django.contrib import admin

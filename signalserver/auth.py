@@ -1,7 +1,7 @@
 """Device credentials: the salted token hash, Basic header parsing, and the one authenticator.
 
 `authenticate_device` is the single place a device proves who it is; the DRF authentication class
-below and the WebSocket upgrade both call it (DESIGN.md §3).
+below and the WebSocket upgrade both call it (docs/architecture.md §3).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Work from the sockets of one event loop, done together on a database thread (DESIGN.md §4).
+"""Work from the sockets of one event loop, done together on a database thread (docs/architecture.md §4).
 
 One socket's send or acknowledgement on its own costs a thread hand-off, and statements and round
 trips to PostgreSQL and Redis of its own. Gathered across the sockets of the loop, a batch pays

@@ -1,5 +1,5 @@
 """ASGI middleware in front of everything (HTTP and WebSocket): the client's real address, and
-banned address ranges refused before authentication or any other work (DESIGN.md §7)."""
+banned address ranges refused before authentication or any other work (docs/architecture.md §7)."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """Structured logging: one JSON object per line, with a filter that scrubs sensitive values.
 
-The filter is the last line of defence (DESIGN.md §8): code should not log numbers, credentials,
+The filter is the last line of defence (docs/architecture.md §8): code should not log numbers, credentials,
 keys or message bodies in the first place, but if it does, they do not reach the output.
 """
 

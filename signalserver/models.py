@@ -1,4 +1,4 @@
-"""What operators set at run time in the admin (DESIGN.md §7): rate-limit overrides, banned IP
+"""What operators set at run time in the admin (docs/architecture.md §7): rate-limit overrides, banned IP
 ranges, and the record of every operator action. Services read the first two through
 `signalserver.operator_settings`, which notices a change on the next request of every node."""
 

@@ -1,4 +1,4 @@
-"""Named token-bucket rate limiters (spec §8, DESIGN.md §7).
+"""Named token-bucket rate limiters (spec §8, docs/architecture.md §7).
 
 A bucket per (limiter, key) holds up to `bucket_size` permits and gets one back every
 `permit_seconds` (a continuous leak). A check asks for N permits (1, or a byte count) and either

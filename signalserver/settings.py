@@ -147,7 +147,7 @@ if REDIS_URL:
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
-            # socket_timeout above redis-py's 5 s so idle receivers are not cut off (DESIGN.md §11).
+            # socket_timeout above redis-py's 5 s so idle receivers are not cut off (docs/architecture.md §11).
             # Every socket of a worker process shares one list in Redis, so its capacity bounds a
             # burst to the whole process (a multi-recipient send to its sockets), not one socket.
             "CONFIG": {"hosts": [{"address": REDIS_URL, "socket_timeout": 30}], "capacity": 20_000},

@@ -1,7 +1,7 @@
 """REST requests tunnelled over a WebSocket (spec §4.7), answered like HTTP requests.
 
 Hot routes (message sends) are registered here as plain handler functions — the same functions
-their DRF views wrap — so a frame costs no Django request (DESIGN.md §4). Every other path is
+their DRF views wrap — so a frame costs no Django request (docs/architecture.md §4). Every other path is
 dispatched to its Django view through a request built from the frame, so every endpoint works over
 the socket with the same validation, services and error mapper as over HTTP. Authentication always
 comes from the socket, never from the frame.

@@ -31,6 +31,7 @@ from signalserver.tunnel import reason_phrase
 
 MAX_REQUESTS_IN_FLIGHT = 16  # a socket's requests being answered at once; more wait unread
 BAD_REQUEST = (400, b'{"code":400,"message":"Bad request"}', ("Content-Type:application/json",))
+NOT_FOUND = (404, b'{"code":404,"message":"Not found"}', ("Content-Type:application/json",))
 
 CLOSE_NORMAL = 1000
 CLOSE_BAD_FRAME = 1007
@@ -299,9 +300,9 @@ class FramedConsumer(AsyncWebsocketConsumer):
         await self.send(bytes_data=frame.SerializeToString())
 
     async def handle_request(self, request) -> tuple[int, bytes, tuple[str, ...]]:
-        """(status, body, headers) answering a client's request; every socket kind defines it (the
-        chat socket tunnels requests to the API, the provisioning socket knows a few)."""
-        raise NotImplementedError  # abstract: FramedConsumer itself is never routed to
+        """(status, body, headers) answering a client's request: 404 for a socket that serves
+        none; the chat socket tunnels requests to the API, the provisioning socket knows a few."""
+        return NOT_FOUND
 
     async def handle_response(self, response) -> bool:
         """A client's answer to one of our requests: True when it answers one we are waiting for

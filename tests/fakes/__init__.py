@@ -1,1 +1,1 @@
-"""Local stand-ins for external providers, speaking their protocols over real HTTP (DESIGN.md §9)."""
+"""Local stand-ins for external providers, speaking their protocols over real HTTP (docs/architecture.md §9)."""

@@ -1,4 +1,4 @@
-"""End to end (DESIGN.md §9): the real ASGI server (daphne) in its own process on a free port, and
+"""End to end (docs/architecture.md §9): the real ASGI server (daphne) in its own process on a free port, and
 clients over real sockets (websockets, httpx). Each test starts its own server(s); the latency
 figures are printed (`pytest -rP` shows them)."""
 

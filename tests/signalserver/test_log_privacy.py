@@ -1,4 +1,4 @@
-"""The logs never carry phone numbers, passwords, keys, tokens or message bodies (DESIGN.md §8)."""
+"""The logs never carry phone numbers, passwords, keys, tokens or message bodies (docs/architecture.md §8)."""
 
 import base64
 import io

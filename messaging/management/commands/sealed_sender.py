@@ -1,4 +1,4 @@
-"""Operator commands for sealed-sender keys (spec §4.8, DESIGN.md §6).
+"""Operator commands for sealed-sender keys (docs/architecture.md §6).
 
   sealed_sender trust-root                         print the trust root public key (base64)
   sealed_sender create-trust-root --private-key-out FILE
