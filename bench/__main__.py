@@ -13,9 +13,9 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from bench.client import require_loopback  # noqa: E402
-from bench.scenarios import fanout, idle, latency, prekeys, relay  # noqa: E402
+from bench.scenarios import fanout, idle, latency, prekeys, push, relay  # noqa: E402
 
-SCENARIOS = {"prekeys": prekeys, "relay": relay, "latency": latency, "idle": idle, "fanout": fanout}
+SCENARIOS = {"prekeys": prekeys, "relay": relay, "latency": latency, "idle": idle, "fanout": fanout, "push": push}
 
 
 def main(argv=None) -> None:
@@ -32,6 +32,11 @@ def main(argv=None) -> None:
     parser.add_argument("--sockets", type=int, default=1000, help="idle: sockets to hold open (at most 10,000)")
     parser.add_argument("--recipients", type=int, default=1000, help="fanout: recipients of the send")
     parser.add_argument("--rounds", type=int, default=3, help="fanout: sends, each to every recipient")
+    parser.add_argument("--devices", type=int, default=10_000, help="push: offline devices, half APNs, half FCM")
+    parser.add_argument("--workers", type=int, default=1, help="push: Celery worker processes")
+    parser.add_argument("--senders", type=int, default=8, help="push: sockets sending, --window sends in flight each")
+    parser.add_argument("--database-url", default=os.environ.get("BENCH_DATABASE_URL", push.DEFAULT_DATABASE_URL), help="push: its own database, dropped and migrated each run")
+    parser.add_argument("--redis-url", default=os.environ.get("BENCH_REDIS_URL", push.DEFAULT_REDIS_URL), help="push: its Redis database, emptied each run")
     parser.add_argument("--register-concurrency", type=int, default=16, help="registrations at once")
     parser.add_argument("--server-pid", type=int, action="append", default=[], help="measure this process's CPU and RSS")
     parser.add_argument("--first-number", type=int, default=int.from_bytes(os.urandom(2), "big") * 10)

@@ -282,6 +282,8 @@ LOGGING = {
         "django.server": {"level": "ERROR"},
         "django.channels.server": {"level": "WARNING"},
         "daphne": {"level": "WARNING"},
+        # One line per request to the push services is noise (a worker sends thousands a second).
+        "httpx": {"level": "WARNING"},
     },
 }
 

@@ -40,6 +40,13 @@ class FakeServer:
         fake = self
 
         class Handler(BaseHTTPRequestHandler):
+            # Connections stay open between requests (every reply has a Content-Length), as the
+            # real services' do: clients that pool connections reuse them.
+            protocol_version = "HTTP/1.1"
+            # Headers and body go out in two writes; with Nagle's algorithm the second would wait
+            # for the client's delayed ACK (40 ms) on a kept-alive connection.
+            disable_nagle_algorithm = True
+
             def _handle(self):
                 length = int(self.headers.get("Content-Length") or 0)
                 request = RecordedRequest(

@@ -2,6 +2,7 @@
 HTTP v1 with Google's OAuth (tests/fakes): what goes over the wire, and what each answer means."""
 
 import asyncio
+import json
 
 import pytest
 
@@ -85,12 +86,12 @@ async def test_many_apns_pushes_share_a_few_connections(apns, apns_server):  # n
 
 
 @pytest.fixture
-def fcm(fcm_server, tmp_path):  # noqa: F811
+async def fcm(fcm_server, tmp_path):  # noqa: F811
     gateway = FcmGateway(
         credentials_file=str(fcm_server.write_service_account(tmp_path / "service-account.json")), api_url=fcm_server.url
     )
     yield gateway
-    gateway.close()
+    await gateway.aclose()
 
 
 async def test_an_urgent_new_message_reaches_fcm_as_a_high_priority_data_message(fcm, fcm_server):  # noqa: F811
@@ -124,3 +125,31 @@ async def test_many_fcm_pushes_reuse_one_oauth_token(fcm, fcm_server):  # noqa: 
     assert {outcome.status for outcome in outcomes} == {gateways.SENT}
     assert len(fcm_server.wait_for(101)) == 101
     assert fcm_server.token_requests == 1
+
+
+async def test_an_fcm_access_token_refused_by_fcm_is_renewed_once(fcm, fcm_server):  # noqa: F811
+    assert (await fcm.send(TOKEN, Notification(payloads.NEW_MESSAGE))).status == gateways.SENT
+    fcm_server.revoke_tokens()
+    assert (await fcm.send(TOKEN, Notification(payloads.NEW_MESSAGE))).status == gateways.SENT
+    assert fcm_server.token_requests == 2
+    assert len(fcm_server.wait_for(2)) == 2
+
+
+async def test_fcm_unavailable_is_worth_retrying_after_the_time_it_asks(fcm, fcm_server):  # noqa: F811
+    fcm_server.fail_next(1, status=503, retry_after=7)
+    outcome = await fcm.send(TOKEN, Notification(payloads.NEW_MESSAGE))
+    assert (outcome.status, outcome.retry_after) == (gateways.RETRY, 7.0)
+
+
+async def test_an_unreachable_oauth_endpoint_is_worth_retrying(fcm_server, tmp_path):  # noqa: F811
+    from tests.fakes.http import closed_port_url
+
+    account = fcm_server.service_account() | {"token_uri": closed_port_url() + "/token"}
+    path = tmp_path / "service-account.json"
+    path.write_text(json.dumps(account))
+    gateway = FcmGateway(credentials_file=str(path), api_url=fcm_server.url)
+    try:
+        assert (await gateway.send(TOKEN, Notification(payloads.NEW_MESSAGE))).status == gateways.RETRY
+    finally:
+        await gateway.aclose()
+    assert fcm_server.messages == []
