@@ -9,6 +9,15 @@ from signalserver import ratelimit
 from signalserver.models import record_operator_action
 
 
+def push_platform(device) -> str:
+    """How the device is woken: by APNs (Apple), FCM (Android) or nothing (it keeps a socket)."""
+    if device.apn_id:
+        return "APNs"
+    if device.gcm_id:
+        return "FCM"
+    return "socket only"
+
+
 class DeviceInline(admin.TabularInline):
     model = Device
     fields = readonly_fields = (
@@ -33,12 +42,7 @@ class DeviceInline(admin.TabularInline):
 
     @admin.display(description="platform")
     def platform(self, device):
-        """How the device is woken: by APNs (Apple), FCM (Android) or nothing (it keeps a socket)."""
-        if device.apn_id:
-            return "APNs"
-        if device.gcm_id:
-            return "FCM"
-        return "socket only"
+        return push_platform(device)
 
     def has_add_permission(self, request, obj=None):
         return False
@@ -141,11 +145,20 @@ class DeviceAdmin(admin.ModelAdmin):
         "fetches_messages",
         "capabilities",
         "user_agent",
+        "push",
         "prekeys",
         "created",
         "last_seen",
     )
     list_select_related = ("account",)
+
+    @admin.display(description="push")
+    def push(self, device):
+        """The platform and the day its token was set (never the token)."""
+        platform = push_platform(device)
+        if platform == "socket only" or device.push_token_set_at is None:
+            return platform
+        return f"{platform}, token set on {device.push_token_set_at:%Y-%m-%d}"
 
     @admin.display(description="prekeys")
     def prekeys(self, device):

@@ -58,3 +58,16 @@ def test_admin_shows_each_devices_created_and_last_seen_day_capabilities_and_pla
     for text in ("APNs", "FCM", "socket only", "spqr", "storage", "Created", "Last seen"):
         assert text in page
     assert "apns-token" not in page and "fcm-token" not in page
+
+
+@pytest.mark.django_db
+def test_a_devices_page_shows_its_push_platform_and_the_day_its_token_was_set_never_the_token(operator_client):
+    from datetime import UTC, datetime
+
+    apple = DeviceFactory(apn_id="apns-token-value", push_token_set_at=datetime(2026, 11, 2, 13, 14, tzinfo=UTC))
+    socket_only = DeviceFactory(fetches_messages=True)
+
+    page = operator_client.get(f"/admin/accounts/device/{apple.pk}/change/").content.decode()
+    assert "APNs, token set on 2026-11-02" in page
+    assert "apns-token-value" not in page and "13:14" not in page
+    assert "socket only" in operator_client.get(f"/admin/accounts/device/{socket_only.pk}/change/").content.decode()
