@@ -24,6 +24,8 @@ from messaging.services import (
     send_multi_recipient_message,
 )
 from messaging.envelopes import envelope_destination, envelope_source, parse_envelope
+from messaging.tasks import push_if_still_away_task
+from push.services import request_push_later
 from signalserver.auth import parse_access_key
 from signalserver.errors import BadRequest, NotFound, Unauthorized, UnprocessableEntity
 from signalserver.tunnel import Call
@@ -148,7 +150,11 @@ def get_messages(call: Call) -> tuple[int, dict]:
     device = _device(call)
     stories = call.headers.get("x-signal-receive-stories", "").lower() == "true"
     rows = list_queued(device_pk=device.pk, limit=LIST_LIMIT, stories=stories)
-    return 200, {"messages": [outgoing_message_entity(guid, data) for _, guid, data, _ in rows], "more": len(rows) == LIST_LIMIT}
+    more = len(rows) == LIST_LIMIT
+    if more:
+        # A full page: if the device stops fetching, a push in a minute reminds it (spec §7.2).
+        request_push_later(device_pk=device.pk, task=push_if_still_away_task)
+    return 200, {"messages": [outgoing_message_entity(guid, data) for _, guid, data, _ in rows], "more": more}
 
 
 def delete_message(call: Call, guid: str) -> tuple[int, None]:

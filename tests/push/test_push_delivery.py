@@ -7,14 +7,16 @@ import sys
 import tempfile
 import time
 
+import httpx
 import pytest
 from asgiref.sync import sync_to_async
 
 from accounts.models import Device
-from tests.factories import DeviceFactory, device_auth
+from tests.factories import DeviceFactory, device_auth, override_limit
 from tests.fakes.apns import apns_credentials, apns_server  # noqa: F401 (fixtures)
 from tests.fakes.fcm import fcm_server  # noqa: F401 (fixture)
 from tests.live_clients import ChatSocket
+from tests.messaging.helpers import message_list
 from tests.messaging.test_end_to_end import send_over_http
 from tests.servers import PROJECT, live_server_process, server_environment
 
@@ -140,6 +142,28 @@ async def test_reconnecting_within_the_delay_cancels_the_push(
             await asyncio.sleep(2.5)  # past the delay, the device connected
             assert apns_server.pushes == []
             await again.ack(redelivered)
+
+
+async def test_a_full_page_fetched_over_rest_gets_the_device_pushed_a_little_later_if_it_stops_fetching(
+    apns_server, push_environment, celery_worker_process, alice_and_bob  # noqa: F811
+):
+    alice, bob = alice_and_bob
+    await sync_to_async(override_limit)("messages", 200, 1)
+    body = message_list([(1, bob.registration_id)], urgent=False)
+    with live_server_process(**push_environment, PUSH_AFTER_CLOSE_SECONDS="1") as server:
+        async with httpx.AsyncClient(base_url=server.url, timeout=10) as http:
+            for _ in range(101):  # non-urgent: one push for the lot (the first opens the window)
+                response = await http.put(f"/v1/messages/{bob.account_id}", json=body, headers={"Authorization": device_auth(alice)})
+                assert response.status_code == 200
+            apns_server.wait_for(1, timeout=WAIT)
+            page = await http.get("/v1/messages", headers={"Authorization": device_auth(bob)})
+            fetched_at = time.monotonic()
+            assert page.json()["more"] is True
+
+            first, reminder = apns_server.wait_for(2, timeout=WAIT)
+            assert first.push_type == "background"
+            assert (reminder.token, reminder.push_type) == (TOKEN, "alert")
+            assert reminder.received_at - fetched_at >= 0.9
 
 
 async def test_a_push_the_service_could_not_take_is_tried_again(
