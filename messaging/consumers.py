@@ -144,6 +144,7 @@ class ChatConsumer(FramedConsumer):
             headers=merge_headers(self.upgrade_headers, request.headers),
             body=request.body,
             client=self.client_address,
+            secure=self.scope.get("scheme") == "wss",
         )
         return reply.status, reply.body, reply.headers
 

@@ -11,13 +11,25 @@ django_asgi_app = get_asgi_application()
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402  (needs Django set up)
 from django.conf import settings  # noqa: E402
 
+from media import tus  # noqa: E402
 from signalserver.client_address import ClientAddressMiddleware  # noqa: E402
 from signalserver.routing import websocket_urlpatterns  # noqa: E402
+
+
+
+async def http_application(scope, receive, send):
+    """Attachment uploads and downloads (media.tus) stream their bodies; everything else is Django."""
+    path = scope["path"]
+    if path == tus.PREFIX or path.startswith(tus.PREFIX + "/"):
+        await tus.app(scope, receive, send)
+    else:
+        await django_asgi_app(scope, receive, send)
+
 
 application = ClientAddressMiddleware(
     ProtocolTypeRouter(
         {
-            "http": django_asgi_app,
+            "http": http_application,
             "websocket": URLRouter(websocket_urlpatterns),
         }
     )

@@ -199,6 +199,51 @@ USE_TZ = True
 STATIC_URL = "static/"
 STATIC_ROOT = BASE_DIR / "var" / "static"
 
+# --- Media: attachments in an object store (docs/deployment.md, "Media") ------------------------
+# With MEDIA_S3_BUCKET set, attachments go to that bucket of any S3-compatible store (AWS, MinIO,
+# SeaweedFS, R2) through django-storages; without it (the embedded run), to MEDIA_ROOT.
+MEDIA_S3_BUCKET = env("MEDIA_S3_BUCKET")
+MEDIA_S3_ENDPOINT_URL = env("MEDIA_S3_ENDPOINT_URL")  # empty: AWS itself
+MEDIA_S3_REGION = env("MEDIA_S3_REGION", "us-east-1")
+MEDIA_S3_ACCESS_KEY_ID = env("MEDIA_S3_ACCESS_KEY_ID")
+MEDIA_S3_SECRET_ACCESS_KEY = env("MEDIA_S3_SECRET_ACCESS_KEY")
+MEDIA_S3_ADDRESSING_STYLE = env("MEDIA_S3_ADDRESSING_STYLE", "path")  # "virtual" for AWS buckets with dots-free names
+MEDIA_ROOT = Path(env("MEDIA_ROOT", str(BASE_DIR / "var" / "media")))
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+    "media": (
+        {
+            "BACKEND": "storages.backends.s3.S3Storage",
+            "OPTIONS": {
+                "bucket_name": MEDIA_S3_BUCKET,
+                "endpoint_url": MEDIA_S3_ENDPOINT_URL or None,
+                "region_name": MEDIA_S3_REGION,
+                "access_key": MEDIA_S3_ACCESS_KEY_ID or None,
+                "secret_key": MEDIA_S3_SECRET_ACCESS_KEY or None,
+                "addressing_style": MEDIA_S3_ADDRESSING_STYLE,
+                "signature_version": "s3v4",
+                "default_acl": "private",
+                "file_overwrite": True,
+                "querystring_expire": env_int("ATTACHMENT_DOWNLOAD_URL_SECONDS", 600),
+            },
+        }
+        if MEDIA_S3_BUCKET
+        else {"BACKEND": "django.core.files.storage.FileSystemStorage", "OPTIONS": {"location": MEDIA_ROOT}}
+    ),
+}
+# Attachments (spec §6.1): the largest upload, where clients upload and download them (cdn 3; empty:
+# this server, which serves tus uploads and downloads at /attachments/), how long an upload form
+# stays valid, and how long attachments are kept.
+ATTACHMENT_MAX_BYTES = env_int("ATTACHMENT_MAX_BYTES", 100 * 1024 * 1024)
+ATTACHMENTS_CDN3_URL = env("ATTACHMENTS_CDN3_URL")
+ATTACHMENT_UPLOAD_SECONDS = env_int("ATTACHMENT_UPLOAD_SECONDS", 25 * 3600)
+ATTACHMENT_RETENTION_DAYS = env_int("ATTACHMENT_RETENTION_DAYS", 45)
+ATTACHMENT_ABANDONED_HOURS = env_int("ATTACHMENT_ABANDONED_HOURS", 24)
+# The key of upload tokens (HS256), when a tus server of its own checks them; empty: derived from
+# SECRET_KEY (this server is the tus server).
+ATTACHMENT_UPLOAD_SECRET = env("ATTACHMENT_UPLOAD_SECRET")
+
 # --- REST framework and the OpenAPI schema ----------------------------------------------------
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": ["signalserver.auth.DeviceAuthentication"],

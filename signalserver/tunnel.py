@@ -89,10 +89,13 @@ def merge_headers(upgrade: dict[str, str], frame_headers) -> dict[str, str]:
     return merged
 
 
-async def dispatch(*, principal, verb: str, path: str, headers: dict[str, str], body: bytes, client: str) -> Reply:
+async def dispatch(
+    *, principal, verb: str, path: str, headers: dict[str, str], body: bytes, client: str, secure: bool = True
+) -> Reply:
     """Answer one tunnelled request; never raises. The path is percent-decoded and the query parsed
     as an HTTP server and Django do (invalid UTF-8 in an escape becomes U+FFFD, blank values are
-    kept, a repeated name keeps its last value)."""
+    kept, a repeated name keeps its last value). `secure`: the socket came over TLS (wss), so the
+    request is an https one (URLs a view builds from it say so)."""
     try:
         parts = urlsplit(path)
         route_path = unquote(parts.path)
@@ -106,7 +109,7 @@ async def dispatch(*, principal, verb: str, path: str, headers: dict[str, str], 
                     except Exception as exc:
                         return _error_reply(exc)
                 return await in_db_thread(_call_handler)(handler, call, match.groupdict())
-        return await _dispatch_to_view(principal, verb, route_path, parts.query, headers, body, client)
+        return await _dispatch_to_view(principal, verb, route_path, parts.query, headers, body, client, secure)
     except Exception:
         logger.exception("tunnelled request failed", extra={"route": verb})
         return Reply(500)
@@ -139,14 +142,14 @@ def json_reply(status: int, body: Any, headers: dict[str, str] | None = None) ->
     return Reply(status, orjson.dumps(body), tuple(lines))
 
 
-async def _dispatch_to_view(principal, verb, path, query, headers, body, client) -> Reply:
+async def _dispatch_to_view(principal, verb, path, query, headers, body, client, secure=True) -> Reply:
     try:
         match = resolve(path)
     except Resolver404:
         return NOT_FOUND
     if match.app_name in NOT_TUNNELLED_APPS:
         return NOT_FOUND
-    request = _build_request(principal, verb, path, query, headers, body, client)
+    request = _build_request(principal, verb, path, query, headers, body, client, secure)
     if asyncio.iscoroutinefunction(match.func):
         try:
             response = _rendered(await match.func(request, *match.args, **match.kwargs))
@@ -187,7 +190,7 @@ def _rendered(response):
     return response
 
 
-def _build_request(principal, verb, path, query, headers, body, client) -> WSGIRequest:
+def _build_request(principal, verb, path, query, headers, body, client, secure=True) -> WSGIRequest:
     environ = {
         "REQUEST_METHOD": verb,
         "PATH_INFO": path.encode().decode("latin-1"),  # WSGI carries the path's bytes as latin-1
@@ -195,9 +198,9 @@ def _build_request(principal, verb, path, query, headers, body, client) -> WSGIR
         "QUERY_STRING": query,
         "REMOTE_ADDR": client,
         "SERVER_NAME": "websocket",
-        "SERVER_PORT": "443",
+        "SERVER_PORT": "443" if secure else "80",
         "SERVER_PROTOCOL": "HTTP/1.1",
-        "wsgi.url_scheme": "https",
+        "wsgi.url_scheme": "https" if secure else "http",
         "wsgi.input": io.BytesIO(body),
         "CONTENT_LENGTH": str(len(body)),
         "CONTENT_TYPE": headers.get("content-type", JSON_TYPE if body else ""),

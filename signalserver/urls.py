@@ -15,6 +15,7 @@ urlpatterns = [
     path("", include("keys.urls")),
     path("", include("messaging.urls")),
     path("", include("push.urls")),
+    path("", include("media.urls")),
 ]
 
 handler400 = "signalserver.views.bad_request"

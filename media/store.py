@@ -1,0 +1,162 @@
+"""Where attachment bytes go: Django's "media" storage (settings.STORAGES), an S3-compatible bucket
+through django-storages or, on the embedded run, a local folder. Objects are named
+`attachments/<key>`.
+
+An upload arrives in pieces over several requests (media.tus) and is never held whole in memory or
+in one request body: in S3 it becomes a multipart upload, a part each time PART_BYTES have
+arrived; bytes that stop short of a part (a request ended or broke) wait in a small object of their
+own, `uploads/<key>.tail`, until the next request fills the part. Locally the bytes are appended to
+`uploads/<key>` and the file is moved into place when complete. Every call here blocks (boto3, the
+file system): media.tus runs them in threads.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import cache
+
+from django.conf import settings
+from django.core.files.storage import FileSystemStorage, storages
+
+from media.models import Upload
+
+# S3 parts (at least 5 MiB but the last); also the most an upload holds in memory.
+PART_BYTES = 8 * 1024 * 1024
+
+
+def storage():
+    return storages["media"]
+
+
+def object_name(key: str) -> str:
+    return f"attachments/{key}"
+
+
+@cache
+def _is_local() -> bool:
+    return isinstance(storage(), FileSystemStorage)
+
+
+def backend() -> LocalStore | S3Store:
+    return LocalStore() if _is_local() else S3Store()
+
+
+class LocalStore:
+    """Appends to a file under MEDIA_ROOT; whatever is written is stored (no parts, no tail)."""
+
+    part_bytes = 1024 * 1024  # writes of at least this much (fewer system calls)
+
+    def _partial(self, key: str) -> str:
+        return storage().path(f"uploads/{key}")
+
+    def start(self, upload: Upload) -> None:
+        path = self._partial(upload.key)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "wb"):
+            pass
+
+    def load_tail(self, upload: Upload) -> bytes:
+        return b""
+
+    def write(self, upload: Upload, buffer: bytearray, *, last: bool = False) -> None:
+        """Store all of `buffer` (emptied) after the upload's stored bytes."""
+        with open(self._partial(upload.key), "r+b") as file:
+            file.seek(upload.offset)  # over whatever a broken request left past the stored offset
+            file.write(buffer)
+            file.truncate()
+        upload.offset += len(buffer)
+        buffer.clear()
+
+    keep = write  # the end of a request: everything received is stored
+
+    def complete(self, upload: Upload) -> None:
+        final = storage().path(object_name(upload.key))
+        os.makedirs(os.path.dirname(final), exist_ok=True)
+        os.replace(self._partial(upload.key), final)
+
+    def abort(self, upload: Upload) -> None:
+        try:
+            os.remove(self._partial(upload.key))
+        except FileNotFoundError:
+            pass
+
+
+class S3Store:
+    """A multipart upload per attachment; see the module's docstring. `upload.offset` is the
+    bytes in its parts plus its tail (`upload.tail`); the buffer a request fills always holds the
+    bytes after the last part, the tail's first."""
+
+    part_bytes = PART_BYTES
+
+    def __init__(self):
+        self.storage = storage()
+        self.client = self.storage.connection.meta.client
+        self.bucket = self.storage.bucket_name
+
+    def _tail(self, key: str) -> str:
+        return f"uploads/{key}.tail"
+
+    def start(self, upload: Upload) -> None:
+        answer = self.client.create_multipart_upload(Bucket=self.bucket, Key=object_name(upload.key), ACL="private")
+        upload.multipart_id, upload.parts, upload.tail = answer["UploadId"], [], 0
+
+    def load_tail(self, upload: Upload) -> bytes:
+        if not upload.tail:
+            return b""
+        data = self.client.get_object(Bucket=self.bucket, Key=self._tail(upload.key))["Body"].read()
+        return data[: upload.tail]
+
+    def write(self, upload: Upload, buffer: bytearray, *, last: bool = False) -> None:
+        """Upload the whole parts at the front of `buffer` (all of it when `last`) and drop them
+        from it; the bytes left are not stored until `keep` or the next part."""
+        in_parts, written = upload.offset - upload.tail, 0
+        try:
+            while len(buffer) - written >= PART_BYTES or (last and written < len(buffer)):
+                with memoryview(buffer) as view:
+                    body = bytes(view[written : written + PART_BYTES])
+                answer = self.client.upload_part(
+                    Bucket=self.bucket, Key=object_name(upload.key), UploadId=upload.multipart_id,
+                    PartNumber=len(upload.parts) + 1, Body=body,
+                )
+                upload.parts = [*upload.parts, answer["ETag"]]
+                written += len(body)
+        finally:
+            if written:  # the tail went into the first part
+                upload.offset, upload.tail = in_parts + written, 0
+                del buffer[:written]
+
+    def keep(self, upload: Upload, buffer: bytearray) -> None:
+        """The end of a request short of a part: store what is left as the tail."""
+        if buffer and len(buffer) != upload.tail:
+            self.client.put_object(Bucket=self.bucket, Key=self._tail(upload.key), Body=bytes(buffer))
+            upload.offset, upload.tail = upload.offset - upload.tail + len(buffer), len(buffer)
+
+    def complete(self, upload: Upload) -> None:
+        parts = [{"PartNumber": number, "ETag": etag} for number, etag in enumerate(upload.parts, start=1)]
+        self.client.complete_multipart_upload(
+            Bucket=self.bucket, Key=object_name(upload.key), UploadId=upload.multipart_id, MultipartUpload={"Parts": parts}
+        )
+        self.client.delete_object(Bucket=self.bucket, Key=self._tail(upload.key))
+
+    def abort(self, upload: Upload) -> None:
+        if upload.multipart_id:
+            try:
+                self.client.abort_multipart_upload(Bucket=self.bucket, Key=object_name(upload.key), UploadId=upload.multipart_id)
+            except self.client.exceptions.NoSuchUpload:
+                pass
+        self.client.delete_object(Bucket=self.bucket, Key=self._tail(upload.key))
+
+
+def delete_object(key: str) -> None:
+    storage().delete(object_name(key))
+
+
+def download_url(key: str) -> str | None:
+    """A time-limited signed URL to the object in S3; None for a local store (served by media.tus)."""
+    if _is_local():
+        return None
+    return storage().url(object_name(key))
+
+
+def local_path(key: str) -> str:
+    return storage().path(object_name(key))
