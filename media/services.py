@@ -5,15 +5,22 @@ key and length (media.tokens), and the upload itself goes to the tus endpoint (m
 from __future__ import annotations
 
 import base64
+import logging
 import secrets
+from datetime import timedelta
 
 from django.conf import settings
+from django.utils import timezone
 
-from media import tokens
+from media import store, tokens
+from media.models import Upload
 from signalserver import ratelimit
 from signalserver.errors import BadRequest, DomainError
 
+logger = logging.getLogger(__name__)
+
 CDN_TUS = 3
+PURGE_BATCH = 500
 
 
 class PayloadTooLarge(DomainError):
@@ -53,3 +60,24 @@ def upload_form(*, aci, upload_length: int | None, base_url: str) -> dict:
         "headers": {"Authorization": f"Bearer {token}", "Upload-Metadata": f"filename {base64.b64encode(key.encode()).decode()}"},
         "signedUploadLocation": f"{base}/attachments",
     }
+
+
+def purge_attachments() -> int:
+    """Delete attachments ATTACHMENT_RETENTION_DAYS after their upload completed, and uploads left
+    unfinished for ATTACHMENT_ABANDONED_HOURS (with their parts in the store); how many."""
+    today = timezone.now().date()
+    expired = Upload.objects.filter(completed__lte=today - timedelta(days=settings.ATTACHMENT_RETENTION_DAYS))
+    abandoned = Upload.objects.filter(
+        completed__isnull=True, created__lt=timezone.now() - timedelta(hours=settings.ATTACHMENT_ABANDONED_HOURS)
+    )
+    backend, purged = store.backend(), 0
+    for rows, remove in ((expired, lambda upload: store.delete_object(upload.key)), (abandoned, backend.abort)):
+        while batch := list(rows[:PURGE_BATCH]):
+            for upload in batch:
+                remove(upload)
+            Upload.objects.filter(pk__in=[upload.pk for upload in batch]).delete()
+            purged += len(batch)
+    purged += store.abort_orphaned_uploads(timedelta(hours=settings.ATTACHMENT_ABANDONED_HOURS))
+    if purged:
+        logger.info("purged attachments", extra={"count": purged})
+    return purged

@@ -13,6 +13,7 @@ file system): media.tus runs them in threads.
 from __future__ import annotations
 
 import os
+from datetime import UTC, datetime
 from functools import cache
 
 from django.conf import settings
@@ -160,3 +161,21 @@ def download_url(key: str) -> str | None:
 
 def local_path(key: str) -> str:
     return storage().path(object_name(key))
+
+
+def abort_orphaned_uploads(older_than) -> int:
+    """Multipart uploads in the S3 store that no upload row names any more (a creation that failed
+    after starting one) and began longer ago than `older_than`: aborted; how many."""
+    if _is_local():
+        return 0
+    s3 = S3Store()
+    cutoff = datetime.now(UTC) - older_than
+    answer = s3.client.list_multipart_uploads(Bucket=s3.bucket, Prefix="attachments/")
+    stale = [item for item in answer.get("Uploads", []) if item["Initiated"] < cutoff]
+    known = set(Upload.objects.filter(multipart_id__in=[item["UploadId"] for item in stale]).values_list("multipart_id", flat=True))
+    aborted = 0
+    for item in stale:
+        if item["UploadId"] not in known:
+            s3.client.abort_multipart_upload(Bucket=s3.bucket, Key=item["Key"], UploadId=item["UploadId"])
+            aborted += 1
+    return aborted

@@ -20,6 +20,7 @@ import logging
 import time
 from urllib.parse import parse_qs
 
+from signalserver import purges
 from signalserver.db import in_db_thread
 
 from accounts.services import device_group
@@ -27,7 +28,7 @@ from messaging.batches import submit_ack
 from messaging.envelopes import parse_envelope
 from messaging.notify import local_sockets
 from messaging.presence import PRESENCE_REFRESH_SECONDS, get_presence
-from messaging.services import EPHEMERAL_MAX_AGE_MS, list_queued, now_ms, purge_if_due
+from messaging.services import EPHEMERAL_MAX_AGE_MS, list_queued, now_ms
 from messaging.tasks import push_if_still_away_task
 from push.services import request_push_later
 from signalserver.auth import AccountBanned, InvalidCredentials, authenticate_authorization
@@ -103,7 +104,7 @@ class ChatConsumer(FramedConsumer):
             await self.channel_layer.send(previous, {"type": "device.displaced"})
         self.spawn(self._pump())
         self.wake.set()
-        await in_db_thread(purge_if_due)()
+        await in_db_thread(purges.run_if_due)()
 
     def _authorization(self) -> str | None:
         header = self.upgrade_headers.get("authorization")

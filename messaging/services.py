@@ -749,19 +749,6 @@ def _queue_receipts(acknowledged: list[tuple[int, bytes]]) -> None:
     deliver_envelopes(deliveries)
 
 
-_last_embedded_purge = float("-inf")
-EMBEDDED_PURGE_INTERVAL_SECONDS = 3600
-
-
-def purge_if_due() -> None:
-    """Without beat (the embedded run: eager tasks), purge at most hourly when a device connects."""
-    global _last_embedded_purge
-    if not settings.CELERY_TASK_ALWAYS_EAGER or time.monotonic() - _last_embedded_purge < EMBEDDED_PURGE_INTERVAL_SECONDS:
-        return
-    _last_embedded_purge = time.monotonic()
-    purge_expired_messages()
-
-
 def purge_expired_messages() -> int:
     """Delete undelivered messages older than the retention (MESSAGE_RETENTION_DAYS)."""
     deleted, _ = QueuedMessage.objects.filter(server_timestamp__lt=retention_cutoff_ms()).delete()

@@ -164,6 +164,7 @@ CELERY_TASK_IGNORE_RESULT = True
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 CELERY_BEAT_SCHEDULE = {
     "purge-expired-messages": {"task": "messaging.tasks.purge_expired_messages_task", "schedule": 3600.0},
+    "purge-attachments": {"task": "media.tasks.purge_attachments_task", "schedule": 3600.0},
 }
 
 # --- Messaging ------------------------------------------------------------------------------
@@ -209,29 +210,44 @@ MEDIA_S3_ACCESS_KEY_ID = env("MEDIA_S3_ACCESS_KEY_ID")
 MEDIA_S3_SECRET_ACCESS_KEY = env("MEDIA_S3_SECRET_ACCESS_KEY")
 MEDIA_S3_ADDRESSING_STYLE = env("MEDIA_S3_ADDRESSING_STYLE", "path")  # "virtual" for AWS buckets with dots-free names
 MEDIA_ROOT = Path(env("MEDIA_ROOT", str(BASE_DIR / "var" / "media")))
+
+
+def media_storage(*, bucket: str, endpoint_url: str, region: str, access_key: str, secret_key: str, addressing_style: str, root: Path) -> dict:
+    """STORAGES["media"]: the S3 bucket when one is named, else the local folder `root`."""
+    if not bucket:
+        return {"BACKEND": "django.core.files.storage.FileSystemStorage", "OPTIONS": {"location": root}}
+    return {
+        "BACKEND": "storages.backends.s3.S3Storage",
+        "OPTIONS": {
+            "bucket_name": bucket,
+            "endpoint_url": endpoint_url or None,
+            "region_name": region,
+            "access_key": access_key or None,
+            "secret_key": secret_key or None,
+            "addressing_style": addressing_style,
+            "signature_version": "s3v4",
+            "default_acl": "private",
+            "file_overwrite": True,
+            "querystring_expire": ATTACHMENT_DOWNLOAD_URL_SECONDS,
+        },
+    }
+
+
+ATTACHMENT_DOWNLOAD_URL_SECONDS = env_int("ATTACHMENT_DOWNLOAD_URL_SECONDS", 600)  # signed download URLs
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
-    "media": (
-        {
-            "BACKEND": "storages.backends.s3.S3Storage",
-            "OPTIONS": {
-                "bucket_name": MEDIA_S3_BUCKET,
-                "endpoint_url": MEDIA_S3_ENDPOINT_URL or None,
-                "region_name": MEDIA_S3_REGION,
-                "access_key": MEDIA_S3_ACCESS_KEY_ID or None,
-                "secret_key": MEDIA_S3_SECRET_ACCESS_KEY or None,
-                "addressing_style": MEDIA_S3_ADDRESSING_STYLE,
-                "signature_version": "s3v4",
-                "default_acl": "private",
-                "file_overwrite": True,
-                "querystring_expire": env_int("ATTACHMENT_DOWNLOAD_URL_SECONDS", 600),
-            },
-        }
-        if MEDIA_S3_BUCKET
-        else {"BACKEND": "django.core.files.storage.FileSystemStorage", "OPTIONS": {"location": MEDIA_ROOT}}
+    "media": media_storage(
+        bucket=MEDIA_S3_BUCKET,
+        endpoint_url=MEDIA_S3_ENDPOINT_URL,
+        region=MEDIA_S3_REGION,
+        access_key=MEDIA_S3_ACCESS_KEY_ID,
+        secret_key=MEDIA_S3_SECRET_ACCESS_KEY,
+        addressing_style=MEDIA_S3_ADDRESSING_STYLE,
+        root=MEDIA_ROOT,
     ),
 }
+
 # Attachments (spec §6.1): the largest upload, where clients upload and download them (cdn 3; empty:
 # this server, which serves tus uploads and downloads at /attachments/), how long an upload form
 # stays valid, and how long attachments are kept.

@@ -11,7 +11,7 @@ from channels.db import database_sync_to_async
 from django.test import AsyncClient
 from rest_framework.test import APIClient
 
-from messaging import services
+from signalserver import purges
 from messaging.models import QueuedMessage
 from signalserver.proto.websocket_pb2 import WebSocketMessage
 from tests.factories import DeviceFactory, device_auth, override_limit
@@ -469,7 +469,7 @@ async def test_without_beat_a_connecting_device_triggers_the_hourly_purge(pair, 
     await sync_to_async(send_rest)(alice, bob)
     await database_sync_to_async(QueuedMessage.objects.update)(server_timestamp=1)
     settings.CELERY_TASK_ALWAYS_EAGER = True
-    monkeypatch.setattr(services, "_last_embedded_purge", -1e9)
+    monkeypatch.setattr(purges, "_last_run", -1e9)
 
     ws = await connected(alice)
     await queue_empty(ws)

@@ -1,0 +1,36 @@
+"""Scheduled deletions of what the server no longer needs. In production Celery beat runs each
+purge's task (CELERY_BEAT_SCHEDULE); the embedded run has no beat, so there they run here, at most
+hourly, when a device connects."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from django.conf import settings
+
+logger = logging.getLogger(__name__)
+
+EMBEDDED_INTERVAL_SECONDS = 3600
+_last_run = float("-inf")
+
+
+def purges() -> list:
+    from media.services import purge_attachments
+    from messaging.services import purge_expired_messages
+
+    return [purge_expired_messages, purge_attachments]
+
+
+def run_if_due() -> None:
+    """Without beat (eager tasks), run every purge if the last run was an interval ago. A purge
+    that fails is logged; the others still run."""
+    global _last_run
+    if not settings.CELERY_TASK_ALWAYS_EAGER or time.monotonic() - _last_run < EMBEDDED_INTERVAL_SECONDS:
+        return
+    _last_run = time.monotonic()
+    for purge in purges():
+        try:
+            purge()
+        except Exception:
+            logger.exception("purge failed", extra={"purge": purge.__name__})
