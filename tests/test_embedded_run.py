@@ -52,10 +52,12 @@ COMMAND_TIMEOUT = 60.0  # a manage.py command on an empty SQLite file (migrate: 
 
 SETTINGS_MODULE = "embedded_settings"
 SETTINGS_SOURCE = """\
-# The project's settings as `make run` gets them; only the SQLite file moves out of the checkout.
+# The project's settings as `make run` gets them; only the SQLite file and the media folder move
+# out of the checkout.
 from signalserver.settings import *  # noqa: F403
 
 DATABASES["default"]["NAME"] = {database!r}  # noqa: F405
+STORAGES["media"]["OPTIONS"]["location"] = {media!r}  # noqa: F405
 """
 
 # What the settings must have chosen without DATABASE_URL and REDIS_URL, printed by `manage.py shell`.
@@ -72,6 +74,7 @@ print(json.dumps({
     "celery_broker": settings.CELERY_BROKER_URL,
     "rate_limit_buckets": type(ratelimit.buckets()).__name__,
     "presence": type(get_presence()).__name__,
+    "media": settings.STORAGES["media"]["BACKEND"],
 }))
 """
 
@@ -131,7 +134,8 @@ def embedded_run(directory: Path) -> Iterator[tuple[ServerProcess, Path, bytes]]
     the server on the same settings; stopped on exit, its output attached to any exception that
     leaves the block."""
     database = directory / "db.sqlite3"
-    (directory / f"{SETTINGS_MODULE}.py").write_text(SETTINGS_SOURCE.format(database=str(database)))
+    media = directory / "media"
+    (directory / f"{SETTINGS_MODULE}.py").write_text(SETTINGS_SOURCE.format(database=str(database), media=str(media)))
     env = embedded_environment(directory)
     checkout_database = PROJECT / "db.sqlite3"
     checkout_had_database = checkout_database.exists()
@@ -146,6 +150,7 @@ def embedded_run(directory: Path) -> Iterator[tuple[ServerProcess, Path, bytes]]
         "celery_broker": "memory://",
         "rate_limit_buckets": "LocalBuckets",
         "presence": "LocalPresence",
+        "media": "django.core.files.storage.FileSystemStorage",
     }
     manage(env, "migrate", "--noinput", "-v", "0")
     created = manage(env, "sealed_sender", "development").strip()
@@ -178,6 +183,21 @@ def queued_guids(database: Path, aci: str) -> set[uuid.UUID]:
 async def test_the_embedded_defaults_register_deliver_receipt_and_check_devices(tmp_path):
     with embedded_run(tmp_path) as (server, database, trust_root):
         await exchange_messages(server, database, trust_root)
+        await share_an_attachment(server, tmp_path / "media")
+
+
+async def share_an_attachment(server: ServerProcess, media: Path) -> None:
+    """An attachment uploaded over tus lands in the local media folder and downloads with Range."""
+    carol = await register_account(server.url, number="+12015550103")
+    data = os.urandom(100_000)
+    async with httpx.AsyncClient(base_url=server.url, timeout=WAIT) as http:
+        form = (await http.get("/v4/attachments/form/upload", params={"uploadLength": len(data)}, headers={"Authorization": carol.authorization})).json()
+        headers = {**form["headers"], "Tus-Resumable": "1.0.0", "Upload-Length": str(len(data)), "Content-Type": "application/offset+octet-stream"}
+        created = await http.post(form["signedUploadLocation"], content=data, headers=headers)
+        assert (created.status_code, created.headers["Upload-Offset"]) == (201, str(len(data))), created.text
+        ranged = await http.get(f"/attachments/{form['key']}", headers={"Range": "bytes=10-"})
+    assert (ranged.status_code, ranged.content) == (206, data[10:])
+    assert (media / "attachments" / form["key"]).read_bytes() == data
 
 
 async def exchange_messages(server: ServerProcess, database: Path, trust_root: bytes) -> None:
