@@ -8,7 +8,8 @@ holds at most one part (8 MiB) per upload, and a slow client holds back only its
     OPTIONS /attachments/           what this server speaks (Tus-Version, Tus-Extension, Tus-Max-Size)
     POST    /attachments/           creation, and creation-with-upload (a body sent with it)
     HEAD    /attachments/<key>      Upload-Offset: where to resume (with Tus-Resumable)
-    PATCH   /attachments/<key>      more bytes at Upload-Offset
+    PATCH   /attachments/<key>      more bytes at Upload-Offset (checked against Upload-Checksum:
+                                    sha1, sha256 or md5, when the client sends one)
     DELETE  /attachments/<key>      termination
     GET     /attachments/<key>      the attachment: a redirect to a signed URL of the object store,
                                     or, on a local store, the bytes (with Range)
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import hashlib
 import logging
 import os
 import re
@@ -45,7 +47,8 @@ logger = logging.getLogger(__name__)
 
 PREFIX = "/attachments"
 TUS_VERSION = "1.0.0"
-EXTENSIONS = "creation,creation-with-upload,termination"
+EXTENSIONS = "creation,creation-with-upload,termination,checksum"
+CHECKSUMS = {"sha1": hashlib.sha1, "sha256": hashlib.sha256, "md5": hashlib.md5}
 OFFSET_TYPE = "application/offset+octet-stream"
 KEY = re.compile(r"^[A-Za-z0-9_-]{20}$")
 LEASE_SECONDS = 60  # a writer that vanished (killed) blocks its upload this long at most
@@ -67,7 +70,12 @@ async def app(scope, receive, send) -> None:
     headers = {name.decode("latin-1").lower(): value.decode("latin-1") for name, value in scope["headers"]}
     try:
         if method == "OPTIONS":
-            await _respond(send, 204, _tus_headers({"Tus-Version": TUS_VERSION, "Tus-Extension": EXTENSIONS, "Tus-Max-Size": str(settings.ATTACHMENT_MAX_BYTES)}))
+            await _respond(send, 204, _tus_headers({
+                    "Tus-Version": TUS_VERSION,
+                    "Tus-Extension": EXTENSIONS,
+                    "Tus-Max-Size": str(settings.ATTACHMENT_MAX_BYTES),
+                    "Tus-Checksum-Algorithm": ",".join(CHECKSUMS),
+                }))
         elif not key:
             if method != "POST":
                 raise TusError(405, "Method not allowed")
@@ -237,13 +245,31 @@ def _save(upload: Upload, writer: str, *, release: bool = False, completed: bool
         UploadDay.objects.filter(day=upload.completed).update(uploads=F("uploads") + 1, bytes=F("bytes") + upload.length)
 
 
+def _checksum(headers: dict):
+    """(running hash, expected digest) of an `Upload-Checksum: <algorithm> <base64>`, or None."""
+    value = headers.get("upload-checksum")
+    if value is None:
+        return None
+    name, _, encoded = value.strip().partition(" ")
+    if name not in CHECKSUMS:
+        raise TusError(400, "Unsupported checksum algorithm")
+    try:
+        return CHECKSUMS[name](), base64.b64decode(encoded, validate=True)
+    except ValueError:
+        raise TusError(400, "Malformed Upload-Checksum") from None
+
+
 async def _receive_into(upload: Upload, offset: int, headers: dict, receive) -> Upload:
     """Read the request body into the upload at `offset` (which must be where it stands), storing
-    it part by part; at the end of the body, or when the client goes away, keep what came."""
+    it part by part; at the end of the body, or when the client goes away, keep what came. With
+    `Upload-Checksum` the request's bytes count only if the whole body came and matches: else the
+    upload is put back as it was (the parts sent meanwhile are overwritten by the next ones)."""
     if upload.completed is not None:
         raise Conflict("The upload is complete")
+    checksum = _checksum(headers)
     writer = secrets.token_hex(8)
     upload = await in_db_thread(_lease)(upload.pk, writer)
+    before = (upload.offset, list(upload.parts), upload.tail)
     backend = store.backend()
     try:
         if offset != upload.offset:
@@ -262,6 +288,8 @@ async def _receive_into(upload: Upload, offset: int, headers: dict, receive) -> 
                 break
             buffer += chunk
             received += len(chunk)
+            if checksum is not None:
+                checksum[0].update(chunk)
             if len(buffer) >= backend.part_bytes and received < upload.length:
                 await asyncio.to_thread(backend.write, upload, buffer)
                 await in_db_thread(_save)(upload, writer)
@@ -272,6 +300,9 @@ async def _receive_into(upload: Upload, offset: int, headers: dict, receive) -> 
         if too_long:
             # Nothing past the last stored part is kept: the client sent more than it declared.
             raise TusError(413, "More bytes than Upload-Length")
+        if checksum is not None and (not end or checksum[0].digest() != checksum[1]):
+            upload.offset, upload.parts, upload.tail = before
+            raise TusError(460, "Checksum mismatch")
         if received == upload.length:
             await asyncio.to_thread(backend.write, upload, buffer, last=True)
             await asyncio.to_thread(backend.complete, upload)

@@ -2,6 +2,7 @@
 its attachments in a real S3 store (SeaweedFS, tests/s3.py) or, as on the embedded run, in a local
 folder; the client takes a form from the API and speaks tus with its headers."""
 
+import base64
 import hashlib
 import os
 import time
@@ -109,6 +110,23 @@ def test_an_interrupted_creation_is_resumed_where_the_server_says(s3_server_proc
     assert download(s3_server_process, form["key"]).content == data
 
 
+def test_a_patch_whose_checksum_does_not_match_is_discarded_even_across_parts(s3_server_process, authorization):
+    data = os.urandom(12 * MiB)
+    form = upload_form(s3_server_process.url, authorization, len(data))
+    location = create(form, len(data), data[: 3 * MiB]).headers["Location"]  # a tail of 3 MiB
+    rest = data[3 * MiB :]
+    wrong = base64.b64encode(hashlib.sha256(rest[:-1] + b"!").digest()).decode()
+    response = patch(form, location, 3 * MiB, rest, **{"Upload-Checksum": f"sha256 {wrong}"})
+    assert response.status_code == 460  # a part was stored meanwhile: it does not count
+    assert head(form, location).headers["Upload-Offset"] == str(3 * MiB)
+    assert patch(form, location, 3 * MiB, rest, **{"Upload-Checksum": "crc32 AAAA"}).status_code == 400
+
+    right = base64.b64encode(hashlib.sha1(rest).digest()).decode()
+    response = patch(form, location, 3 * MiB, rest, **{"Upload-Checksum": f"sha1 {right}"})
+    assert (response.status_code, response.headers["Upload-Offset"]) == (204, str(len(data)))
+    assert hashlib.sha256(download(s3_server_process, form["key"]).content).digest() == hashlib.sha256(data).digest()
+
+
 def test_a_patch_at_the_wrong_offset_is_refused_with_409(s3_server_process, authorization):
     form = upload_form(s3_server_process.url, authorization, 100)
     location = create(form, 100, b"x" * 40).headers["Location"]
@@ -165,7 +183,8 @@ def test_options_says_what_the_server_speaks(s3_server_process):
     response = httpx.options(f"{s3_server_process.url}/attachments/")
     assert response.status_code == 204
     assert response.headers["Tus-Version"] == "1.0.0"
-    assert set(response.headers["Tus-Extension"].split(",")) >= {"creation", "creation-with-upload", "termination"}
+    assert set(response.headers["Tus-Extension"].split(",")) == {"creation", "creation-with-upload", "termination", "checksum"}
+    assert set(response.headers["Tus-Checksum-Algorithm"].split(",")) == {"sha1", "sha256", "md5"}
     assert response.headers["Tus-Max-Size"] == str(100 * MiB)
 
 
