@@ -70,7 +70,7 @@ async def app(scope, receive, send) -> None:
     headers = {name.decode("latin-1").lower(): value.decode("latin-1") for name, value in scope["headers"]}
     try:
         if method == "OPTIONS":
-            await _respond(send, 204, _tus_headers({
+            await respond(send, 204, _tus_headers({
                     "Tus-Version": TUS_VERSION,
                     "Tus-Extension": EXTENSIONS,
                     "Tus-Max-Size": str(settings.ATTACHMENT_MAX_BYTES),
@@ -98,7 +98,7 @@ async def app(scope, receive, send) -> None:
             logger.exception("attachment request failed")
             answer = (500, {"code": 500, "message": "Internal server error"}, {})
         status, body, extra = answer
-        await _respond(send, status, _tus_headers(extra), body=body)
+        await respond(send, status, _tus_headers(extra), body=body)
 
 
 # --- upload requests ---------------------------------------------------------------------------
@@ -151,7 +151,7 @@ async def _create(headers: dict, receive, send) -> None:
     if with_body:
         upload = await _receive_into(upload, 0, headers, receive)
         extra["Upload-Offset"] = str(upload.offset)
-    await _respond(send, 201, _tus_headers(extra))
+    await respond(send, 201, _tus_headers(extra))
 
 
 def _declared_body(headers: dict) -> bool:
@@ -187,7 +187,7 @@ async def _head(key: str, headers: dict, send) -> None:
     upload = await in_db_thread(Upload.objects.filter(pk=key).first)()
     if upload is None:
         raise NotFound()
-    await _respond(
+    await respond(
         send, 200, _tus_headers({"Upload-Offset": str(upload.offset), "Upload-Length": str(upload.length), "Cache-Control": "no-store"})
     )
 
@@ -201,7 +201,7 @@ async def _patch(key: str, headers: dict, receive, send) -> None:
     if upload is None:
         raise NotFound()
     upload = await _receive_into(upload, offset, headers, receive)
-    await _respond(send, 204, _tus_headers({"Upload-Offset": str(upload.offset)}))
+    await respond(send, 204, _tus_headers({"Upload-Offset": str(upload.offset)}))
 
 
 async def _terminate(key: str, headers: dict, send) -> None:
@@ -210,7 +210,7 @@ async def _terminate(key: str, headers: dict, send) -> None:
     upload = await in_db_thread(_lease)(key, writer)
     await asyncio.to_thread(store.backend().abort, upload)
     await in_db_thread(Upload.objects.filter(pk=key, writer=writer).delete)()
-    await _respond(send, 204, _tus_headers({}))
+    await respond(send, 204, _tus_headers({}))
 
 
 # --- receiving bytes ---------------------------------------------------------------------------
@@ -323,7 +323,7 @@ async def _download(key: str, headers: dict, send, *, body: bool) -> None:
         raise NotFound()
     url = await asyncio.to_thread(store.download_url, key)
     if url is not None:
-        await _respond(send, 302, {"Location": url, "Cache-Control": "no-store"})
+        await respond(send, 302, {"Location": url, "Cache-Control": "no-store"})
         return
     path = store.local_path(key)
     size = os.path.getsize(path)
@@ -384,7 +384,7 @@ def _encode(headers: dict) -> list[tuple[bytes, bytes]]:
     return [(name.lower().encode("latin-1"), str(value).encode("latin-1")) for name, value in headers.items()]
 
 
-async def _respond(send, status: int, headers: dict, *, body=None) -> None:
+async def respond(send, status: int, headers: dict, *, body=None) -> None:
     payload = b"" if body is None else orjson.dumps(body)
     extra = dict(headers)
     if payload:

@@ -11,7 +11,7 @@ django_asgi_app = get_asgi_application()
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402  (needs Django set up)
 from django.conf import settings  # noqa: E402
 
-from media import tus  # noqa: E402
+from media import avatars, tus  # noqa: E402
 from signalserver.client_address import ClientAddressMiddleware  # noqa: E402
 from signalserver.routing import websocket_urlpatterns  # noqa: E402
 
@@ -22,6 +22,8 @@ async def http_application(scope, receive, send):
     path = scope["path"]
     if path == tus.PREFIX or path.startswith(tus.PREFIX + "/"):
         await tus.app(scope, receive, send)
+    elif avatars.refused_unread(scope):
+        await tus.respond(send, 400, {}, body={"code": 400, "message": "EntityTooLarge: the upload exceeds the largest avatar"})
     else:
         await django_asgi_app(scope, receive, send)
 

@@ -209,13 +209,15 @@ MEDIA_S3_REGION = env("MEDIA_S3_REGION", "us-east-1")
 MEDIA_S3_ACCESS_KEY_ID = env("MEDIA_S3_ACCESS_KEY_ID")
 MEDIA_S3_SECRET_ACCESS_KEY = env("MEDIA_S3_SECRET_ACCESS_KEY")
 MEDIA_S3_ADDRESSING_STYLE = env("MEDIA_S3_ADDRESSING_STYLE", "path")  # "virtual" for AWS buckets with dots-free names
-MEDIA_ROOT = Path(env("MEDIA_ROOT", str(BASE_DIR / "var" / "media")))
+MEDIA_ROOT = Path(env("MEDIA_ROOT") or BASE_DIR / "var" / "media")  # empty: the default, not "."
 
 
 def media_storage(*, bucket: str, endpoint_url: str, region: str, access_key: str, secret_key: str, addressing_style: str, root: Path) -> dict:
     """STORAGES["media"]: the S3 bucket when one is named, else the local folder `root`."""
     if not bucket:
-        return {"BACKEND": "django.core.files.storage.FileSystemStorage", "OPTIONS": {"location": root}}
+        # Overwrite as S3 does: an avatar form posted twice (within its half hour) replaces the
+        # object rather than leaving a second file under another name.
+        return {"BACKEND": "django.core.files.storage.FileSystemStorage", "OPTIONS": {"location": root, "allow_overwrite": True}}
     return {
         "BACKEND": "storages.backends.s3.S3Storage",
         "OPTIONS": {
@@ -259,6 +261,10 @@ ATTACHMENT_ABANDONED_HOURS = env_int("ATTACHMENT_ABANDONED_HOURS", 24)
 # The key of upload tokens (HS256), when a tus server of its own checks them; empty: derived from
 # SECRET_KEY (this server is the tus server).
 ATTACHMENT_UPLOAD_SECRET = env("ATTACHMENT_UPLOAD_SECRET")
+# Avatars (spec §6.2): where clients post avatar upload forms and fetch avatars (their cdn 0 base
+# URL). Empty: the bucket's own URL with MEDIA_S3_BUCKET, else this server's /media (which takes the
+# form's POST and serves the avatars, media.avatars).
+AVATARS_CDN_URL = env("AVATARS_CDN_URL")
 
 # --- REST framework and the OpenAPI schema ----------------------------------------------------
 REST_FRAMEWORK = {
