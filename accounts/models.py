@@ -184,3 +184,30 @@ class RateLimitPushChallenge(models.Model):
     account = models.OneToOneField(Account, on_delete=models.CASCADE, primary_key=True, related_name="+")
     challenge = models.CharField(max_length=32)  # 16 random bytes, hex
     expires_at = models.DateTimeField()
+
+
+class Profile(models.Model):
+    """One version of an account's encrypted profile (spec §2.7). Every field is ciphertext under
+    the profile key, which only the account's contacts hold; `version` is derived from that key by
+    the client. The account's current version is the one with `replaced` null; the one it replaced
+    is kept for a grace period (contacts still on the old key can read it), older ones are gone."""
+
+    account = models.ForeignKey(Account, on_delete=models.CASCADE, related_name="profiles")
+    version = models.CharField(max_length=64)  # hex
+    commitment = models.BinaryField(max_length=97)  # zkgroup ProfileKeyCommitment, stored opaque
+    name = models.BinaryField(max_length=285)
+    about = models.BinaryField(max_length=540, null=True, blank=True)
+    about_emoji = models.BinaryField(max_length=60, null=True, blank=True)
+    payment_address = models.BinaryField(max_length=582, null=True, blank=True)
+    phone_number_sharing = models.BinaryField(max_length=29, null=True, blank=True)
+    avatar = models.CharField(max_length=64, blank=True, default="")  # object key, "profiles/…"
+    replaced = models.DateField(null=True, blank=True)  # to the day: when another version became current
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["account", "version"], name="profile_version_unique"),
+            models.UniqueConstraint(fields=["account"], condition=models.Q(replaced__isnull=True), name="one_current_profile"),
+        ]
+
+    def __str__(self) -> str:
+        return "profile version"

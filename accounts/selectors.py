@@ -3,6 +3,7 @@
 import hmac
 
 from accounts.models import Account
+from signalserver.errors import NotFound, Unauthorized
 from signalserver.wire import ServiceId
 
 
@@ -28,3 +29,18 @@ def has_unidentified_access(account: Account, access_key: bytes) -> bool:
         return True
     stored = account.unidentified_access_key
     return stored is not None and hmac.compare_digest(bytes(stored), access_key)
+
+
+def readable_account(*, caller, access_key: bytes | None, target: ServiceId) -> Account:
+    """The account `target` names, for a read under Signal's "optional access" (spec §2.7, §3.3):
+    an authenticated `caller` reads any existing account (404 otherwise); an anonymous one needs
+    the account's access key, and gets 401 for a missing or wrong key, a PNI target or an account
+    that does not exist, so that the answer never tells whether it exists."""
+    if caller is None and (access_key is None or target.is_pni):
+        raise Unauthorized()
+    account = get_account(target)
+    if account is None:
+        raise NotFound() if caller is not None else Unauthorized()
+    if caller is None and not has_unidentified_access(account, access_key):
+        raise Unauthorized()
+    return account

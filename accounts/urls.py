@@ -1,6 +1,15 @@
 from django.urls import path
 
-from accounts import challenge_views, device_views, registration_views, token_views, totp_views, verification_views, views
+from accounts import (
+    challenge_views,
+    device_views,
+    profile_views,
+    registration_views,
+    token_views,
+    totp_views,
+    verification_views,
+    views,
+)
 
 urlpatterns: list = [
     path("v1/verification/session", verification_views.CreateSessionView.as_view()),
@@ -23,4 +32,9 @@ urlpatterns: list = [
     path("v1/challenge", challenge_views.ChallengeView.as_view()),
     path("v1/challenge/push", challenge_views.PushChallengeView.as_view()),
     path("v1/accounts/account/<str:service_id>", views.AccountExistsView.as_view()),
+    path("v1/profile", profile_views.SetProfileView.as_view()),
+    path("v1/profile/identity_check/batch", profile_views.IdentityCheckView.as_view()),
+    path("v1/profile/<str:service_id>", profile_views.ProfileView.as_view()),
+    path("v1/profile/<str:service_id>/<str:version>", profile_views.VersionedProfileView.as_view()),
+    path("v1/profile/<str:service_id>/<str:version>/<str:credential_request>", profile_views.ProfileCredentialView.as_view()),
 ]

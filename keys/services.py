@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from django.db import connection, transaction
 
 from accounts.models import MAX_DEVICE_ID, Account, Device
-from accounts.selectors import has_unidentified_access
+from accounts.selectors import readable_account
 from keys.models import (
     EC_KEY_LENGTH,
     EC_KEY_TYPE,
@@ -236,14 +236,7 @@ def fetch_prekey_bundle(*, caller, access_key: bytes | None, target: ServiceId, 
     if device_selector != "*" and not (device_selector.isascii() and device_selector.isdigit()):
         raise UnprocessableEntity("deviceId must be a number or *")
     not_found = NotFound if caller is not None else Unauthorized
-    if caller is None:
-        if access_key is None or target.is_pni:
-            raise Unauthorized()
-    account = _account_for(target)
-    if account is None:
-        raise not_found()
-    if caller is None and not has_unidentified_access(account, access_key):
-        raise Unauthorized()
+    account = readable_account(caller=caller, access_key=access_key, target=target)
     devices = Device.objects.filter(account=account).order_by("device_id")
     if device_selector != "*":
         wanted = int(device_selector)
@@ -259,11 +252,6 @@ def fetch_prekey_bundle(*, caller, access_key: bytes | None, target: ServiceId, 
     if identity_key is None or not bundles:
         raise not_found()
     return PreKeyBundle(identity_key=identity_key, devices=bundles)
-
-
-def _account_for(target: ServiceId):
-    field = "pni" if target.is_pni else "aci"
-    return Account.objects.filter(**{field: target.uuid}).first()
 
 
 def _check_prekey_fetch_rate(caller, target: ServiceId, device_selector: str, devices) -> None:

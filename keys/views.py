@@ -15,7 +15,7 @@ from keys.serializers import (
     PreKeyBundleSerializer,
     SetKeysSerializer,
 )
-from signalserver.auth import parse_access_key
+from signalserver.auth import optional_access_key
 from signalserver.errors import BadRequest, Conflict, Unauthorized, UnprocessableEntity
 from signalserver.schema import RETRY_AFTER, rate_limited
 from signalserver.wire import ServiceId
@@ -138,15 +138,7 @@ class PreKeyBundleView(APIView):
             target = ServiceId.parse(service_id)
         except ValueError:
             raise UnprocessableEntity("invalid service id") from None
-        header = request.headers.get("Unidentified-Access-Key")
-        token = request.headers.get("Group-Send-Token")
-        if (token is not None and (header is not None or request.auth is not None)) or (header is not None and request.auth is not None):
-            raise BadRequest("use one kind of authorization")
-        if token is not None:
-            raise Unauthorized()  # group send tokens are zkgroup credentials: not supported
-        access_key = parse_access_key(header) if header is not None else None
-        if header is not None and access_key is None:
-            raise Unauthorized()
+        access_key = optional_access_key(request.headers, authenticated=request.auth is not None)
         bundle = services.fetch_prekey_bundle(
             caller=request.auth, access_key=access_key, target=target, device_selector=device_id
         )

@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from rest_framework.authentication import BaseAuthentication
 
-from signalserver.errors import Forbidden
+from signalserver.errors import BadRequest, Forbidden, Unauthorized
 
 LOCKED_PREFIX = "!"
 HASH_VERSION = "2."
@@ -217,3 +217,22 @@ def parse_access_key(value: str | None) -> bytes | None:
     except (binascii.Error, ValueError):
         return None
     return key if len(key) == UNIDENTIFIED_ACCESS_KEY_LENGTH else None
+
+
+def optional_access_key(headers, *, authenticated: bool) -> bytes | None:
+    """The `Unidentified-Access-Key` of a read under Signal's optional access (spec §2.7, §3.3),
+    None when the caller is authenticated instead. One kind of authorization per request (400
+    for two); a group send token is a zkgroup credential we cannot check (401), as is a malformed
+    key."""
+    header = headers.get("Unidentified-Access-Key")
+    token = headers.get("Group-Send-Token")
+    if sum(present for present in (header is not None, token is not None, authenticated)) > 1:
+        raise BadRequest("use one kind of authorization")
+    if token is not None:
+        raise Unauthorized()
+    if header is None:
+        return None
+    access_key = parse_access_key(header)
+    if access_key is None:
+        raise Unauthorized()
+    return access_key

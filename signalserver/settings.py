@@ -165,11 +165,15 @@ CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 CELERY_BEAT_SCHEDULE = {
     "purge-expired-messages": {"task": "messaging.tasks.purge_expired_messages_task", "schedule": 3600.0},
     "purge-attachments": {"task": "media.tasks.purge_attachments_task", "schedule": 3600.0},
+    "purge-replaced-profiles": {"task": "accounts.tasks.purge_replaced_profiles_task", "schedule": 3600.0},
 }
 
 # --- Messaging ------------------------------------------------------------------------------
 # Undelivered messages are deleted this many days after the server accepted them.
 MESSAGE_RETENTION_DAYS = env_int("MESSAGE_RETENTION_DAYS", 30)
+# A profile version another replaced stays readable this many days (contacts still on the old
+# profile key), then it and its avatar are deleted.
+PROFILE_GRACE_DAYS = env_int("PROFILE_GRACE_DAYS", 30)
 # Largest WebSocket frame accepted; a bigger one closes the socket with 1009 (spec §4.7).
 WEBSOCKET_MAX_FRAME_BYTES = env_int("WEBSOCKET_MAX_FRAME_BYTES", 512 * 1024)
 # Requests a socket may send per second, sustained and in a burst (a token bucket per socket);
@@ -325,6 +329,23 @@ FCM_API_URL = env("FCM_API_URL")
 # A socket that closes with messages left gets its device pushed this many seconds later, unless
 # the device connects again meanwhile.
 PUSH_AFTER_CLOSE_SECONDS = env_int("PUSH_AFTER_CLOSE_SECONDS", 60)
+
+# --- Calling: TURN relays for one-to-one calls (GET /v2/calling/relays) ----------------------------
+# A TURN server run with coturn's REST-API credentials (`use-auth-secret`, `static-auth-secret`):
+# every device asking gets a username `<expiry>:<random id>` and its password, an HMAC-SHA1 of the
+# username under TURN_SECRET, valid TURN_TTL_SECONDS. TURN_URLS are the server's turn:/turns:/stun:
+# URLs; TURN_URLS_WITH_IPS the same with literal addresses, tried first by clients, and
+# TURN_HOSTNAME the name their TLS checks against. Without a secret (the embedded run) clients get
+# no relay: calls connect directly or not at all.
+TURN_URLS = env_list("TURN_URLS", "")
+TURN_URLS_WITH_IPS = env_list("TURN_URLS_WITH_IPS", "")
+TURN_HOSTNAME = env("TURN_HOSTNAME")
+TURN_SECRET = env("TURN_SECRET")
+TURN_TTL_SECONDS = env_int("TURN_TTL_SECONDS", 86400)
+if bool(TURN_SECRET) != bool(TURN_URLS or TURN_URLS_WITH_IPS):
+    raise ImproperlyConfigured("TURN_SECRET and TURN_URLS (or TURN_URLS_WITH_IPS) are set together or not at all")
+if TURN_TTL_SECONDS <= 0:
+    raise ImproperlyConfigured("TURN_TTL_SECONDS must be positive")
 
 # --- Logging: one JSON line per event, sensitive values scrubbed ---------------------------------
 LOG_LEVEL = env("LOG_LEVEL", "INFO").upper()

@@ -31,17 +31,3 @@ def s3_media(settings, s3_server, s3_bucket):
     store._is_local.cache_clear()
     yield s3_bucket
     store._is_local.cache_clear()
-
-
-@pytest.fixture
-def local_media(settings, tmp_path):
-    """This process's media store is a fresh local folder (as on the embedded run); its path."""
-    from media import store
-    from signalserver.settings import media_storage
-
-    root = tmp_path / "media"
-    settings.MEDIA_S3_BUCKET, settings.MEDIA_ROOT = "", root
-    settings.STORAGES = {**settings.STORAGES, "media": media_storage(bucket="", endpoint_url="", region="", access_key="", secret_key="", addressing_style="", root=root)}
-    store._is_local.cache_clear()
-    yield root
-    store._is_local.cache_clear()

@@ -34,6 +34,8 @@ PATH_VALUES = {
     "service_id": str(uuid.UUID(int=2)),
     "guid": str(uuid.UUID(int=3)),
     "source": str(uuid.UUID(int=4)),
+    "version": "ab" * 32,
+    "credential_request": "00" * 16,
 }
 BODIES = [b"", b"{}", b"[]", b"null", b'"text"', b"{not json", b'{"a":[null]}']
 # Long polls wait for their timeout (async views): the shortest one they take.

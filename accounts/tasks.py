@@ -1,0 +1,10 @@
+"""Celery tasks of the accounts app: purges (scheduled by beat, see CELERY_BEAT_SCHEDULE)."""
+
+from celery import shared_task
+
+from accounts.profiles import purge_replaced_profiles
+
+
+@shared_task(ignore_result=True)
+def purge_replaced_profiles_task() -> int:
+    return purge_replaced_profiles()
