@@ -11,10 +11,10 @@ from django.db import transaction
 from django.utils import timezone
 
 from accounts import selectors
-from accounts.models import Account, DeletedAccount, Device, RegistrationRecoveryPassword
+from accounts.models import PRIMARY_DEVICE_ID, Account, DeletedAccount, Device, RegistrationRecoveryPassword
 from signalserver import ratelimit
 from signalserver.auth import SaltedTokenHash
-from signalserver.errors import BadRequest
+from signalserver.errors import BadRequest, Forbidden, NotFound
 
 logger = logging.getLogger(__name__)
 
@@ -104,6 +104,29 @@ def set_account_attributes(*, account: Account, device: Device, attributes: dict
     set_registration_lock(account=account, lock=attributes["registrationLock"])
     if attributes["recoveryPassword"]:
         store_recovery_password(pni=account.pni, password=attributes["recoveryPassword"])
+
+
+def set_device_name(*, account: Account, caller: Device, device_id: int | None, name: bytes) -> None:
+    """`PUT /v1/accounts/name`: the encrypted name of the caller's device, or (the primary only)
+    of another device of the account; 403 for a linked device naming another, 404 for no such
+    device."""
+    target = caller.device_id if device_id is None else device_id
+    if target != caller.device_id and caller.device_id != PRIMARY_DEVICE_ID:
+        raise Forbidden("Only the primary device names other devices")
+    if not Device.objects.filter(account=account, device_id=target).update(name=name):
+        raise NotFound()
+
+
+def set_device_capabilities(*, device: Device, capabilities: list[str]) -> None:
+    """`PUT /v1/devices/capabilities`: replace the calling device's capabilities."""
+    Device.objects.filter(pk=device.pk).update(capabilities=capabilities)
+
+
+def set_phone_number_discoverability(*, account: Account, discoverable: bool) -> None:
+    """`PUT /v2/accounts/phone_number_discoverability` (400: discoverable without a number)."""
+    if discoverable and account.number is None:
+        raise BadRequest("discoverableByPhoneNumber requires a phone number")
+    Account.objects.filter(pk=account.pk).update(discoverable_by_phone_number=discoverable)
 
 
 @transaction.atomic

@@ -7,9 +7,16 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from accounts import selectors, services
-from accounts.serializers import AccountAttributesSerializer, AccountIdentitySerializer, account_identity
+from accounts.serializers import (
+    DEVICE_NAME_MAX_BYTES,
+    AccountAttributesSerializer,
+    AccountIdentitySerializer,
+    CapabilitiesField,
+    account_identity,
+)
 from signalserver.auth import carries_credentials
 from signalserver.errors import BadRequest, NotFound, UnprocessableEntity
+from signalserver.fields import Base64Field
 from signalserver.schema import RETRY_AFTER, rate_limited
 from signalserver.wire import ServiceId
 
@@ -75,6 +82,69 @@ class RegistrationLockView(APIView):
     @extend_schema(tags=["accounts"], responses={204: NO_CONTENT, 401: UNAUTHORIZED})
     def delete(self, request):
         services.set_registration_lock(account=request.auth.account, lock=None)
+        return Response(status=204)
+
+
+class DeviceNameSerializer(serializers.Serializer):
+    deviceName = Base64Field(max_length=DEVICE_NAME_MAX_BYTES)
+
+
+class DeviceNameView(APIView):
+    @extend_schema(
+        tags=["accounts"],
+        summary="Set a device's encrypted name",
+        parameters=[OpenApiParameter("deviceId", OpenApiTypes.INT, OpenApiParameter.QUERY, description="default: the calling device")],
+        request=DeviceNameSerializer,
+        responses={
+            204: NO_CONTENT,
+            401: UNAUTHORIZED,
+            403: OpenApiResponse(description="A linked device naming another device"),
+            404: OpenApiResponse(description="No such device"),
+            422: VALIDATION,
+        },
+    )
+    def put(self, request):
+        name = validated(DeviceNameSerializer, request.data)["deviceName"]
+        device_id = request.query_params.get("deviceId")
+        if device_id is not None and not (device_id.isascii() and device_id.isdigit() and len(device_id) < 6):
+            raise UnprocessableEntity("deviceId must be a device id")
+        services.set_device_name(
+            account=request.auth.account, caller=request.auth.device, device_id=int(device_id) if device_id else None, name=name
+        )
+        return Response(status=204)
+
+
+class DeviceCapabilitiesView(APIView):
+    @extend_schema(
+        tags=["accounts"],
+        summary="Replace this device's capabilities",
+        request={"application/json": {"type": "object", "additionalProperties": {"type": "boolean"}}},
+        responses={204: NO_CONTENT, 401: UNAUTHORIZED, 422: VALIDATION},
+    )
+    def put(self, request):
+        field = CapabilitiesField()
+        try:
+            capabilities = field.to_internal_value(request.data)
+        except serializers.ValidationError as error:
+            raise serializers.ValidationError({"capabilities": error.detail}) from None
+        services.set_device_capabilities(device=request.auth.device, capabilities=capabilities)
+        return Response(status=204)
+
+
+class DiscoverabilitySerializer(serializers.Serializer):
+    discoverableByPhoneNumber = serializers.BooleanField()
+
+
+class DiscoverabilityView(APIView):
+    @extend_schema(
+        tags=["accounts"],
+        summary="Whether the account can be found by its phone number",
+        request=DiscoverabilitySerializer,
+        responses={204: NO_CONTENT, 400: OpenApiResponse(description="Discoverable without a number"), 401: UNAUTHORIZED, 422: VALIDATION},
+    )
+    def put(self, request):
+        discoverable = validated(DiscoverabilitySerializer, request.data)["discoverableByPhoneNumber"]
+        services.set_phone_number_discoverability(account=request.auth.account, discoverable=discoverable)
         return Response(status=204)
 
 
