@@ -13,9 +13,11 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from bench.client import require_loopback  # noqa: E402
-from bench.scenarios import fanout, idle, latency, prekeys, push, relay  # noqa: E402
+from bench.scenarios import fanout, idle, latency, prekeys, push, relay, upload  # noqa: E402
 
-SCENARIOS = {"prekeys": prekeys, "relay": relay, "latency": latency, "idle": idle, "fanout": fanout, "push": push}
+SCENARIOS = {
+    "prekeys": prekeys, "relay": relay, "latency": latency, "idle": idle, "fanout": fanout, "push": push, "upload": upload,
+}  # fmt: skip
 
 
 def main(argv=None) -> None:
@@ -35,13 +37,20 @@ def main(argv=None) -> None:
     parser.add_argument("--devices", type=int, default=10_000, help="push: offline devices, half APNs, half FCM")
     parser.add_argument("--workers", type=int, default=1, help="push: Celery worker processes")
     parser.add_argument("--senders", type=int, default=8, help="push: sockets sending, --window sends in flight each")
-    parser.add_argument("--database-url", default=os.environ.get("BENCH_DATABASE_URL", push.DEFAULT_DATABASE_URL), help="push: its own database, dropped and migrated each run")
-    parser.add_argument("--redis-url", default=os.environ.get("BENCH_REDIS_URL", push.DEFAULT_REDIS_URL), help="push: its Redis database, emptied each run")
+    parser.add_argument("--database-url", default=os.environ.get("BENCH_DATABASE_URL"), help="push, upload: its own database, dropped and migrated each run (default signalserver_bench_<scenario>)")
+    parser.add_argument("--redis-url", default=os.environ.get("BENCH_REDIS_URL"), help="push, upload: its Redis database, emptied each run (default db 9, db 10)")
+    parser.add_argument("--uploads", type=int, default=4, help="upload: clients uploading at once")
+    parser.add_argument("--size-mib", type=float, default=25.0, help="upload: MiB per upload (at most 100)")
+    parser.add_argument("--local-store", action="store_true", help="upload: a local folder instead of an S3 store (SeaweedFS)")
+    parser.add_argument("--with-relay", action="store_true", help="upload: relay alone, then relay during the uploads (--pairs, --window, --sealed)")
     parser.add_argument("--register-concurrency", type=int, default=16, help="registrations at once")
     parser.add_argument("--server-pid", type=int, action="append", default=[], help="measure this process's CPU and RSS")
     parser.add_argument("--first-number", type=int, default=int.from_bytes(os.urandom(2), "big") * 10)
     args = parser.parse_args(argv)
     require_loopback(args.url)
+    module = SCENARIOS[args.scenario]
+    args.database_url = args.database_url or getattr(module, "DEFAULT_DATABASE_URL", push.DEFAULT_DATABASE_URL)
+    args.redis_url = args.redis_url or getattr(module, "DEFAULT_REDIS_URL", push.DEFAULT_REDIS_URL)
     args.seconds = min(args.seconds, 300.0)
     summary = asyncio.run(SCENARIOS[args.scenario].run(args))
     summary = {"scenario": args.scenario, **summary}

@@ -145,7 +145,7 @@ def _recreate_database(database_url: str) -> None:
     parts = urlsplit(database_url)
     name = parts.path.lstrip("/")
     if not name.startswith("signalserver_bench"):
-        raise SystemExit(f"refusing to drop {name!r}: the push scenario only recreates signalserver_bench* databases")
+        raise SystemExit(f"refusing to drop {name!r}: bench only recreates signalserver_bench* databases")
     admin = parts._replace(path="/postgres").geturl()
     with psycopg.connect(admin, autocommit=True) as connection:
         connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
