@@ -21,7 +21,8 @@ from django.core.files.storage import FileSystemStorage, storages
 
 from media.models import Upload
 
-# S3 parts (at least 5 MiB but the last); also the most an upload holds in memory.
+# S3 parts (at least 5 MiB but the last); also the most an upload holds in memory, and how often
+# its progress is saved.
 PART_BYTES = 8 * 1024 * 1024
 
 
@@ -38,6 +39,20 @@ def _is_local() -> bool:
     return isinstance(storage(), FileSystemStorage)
 
 
+@cache
+def _s3():
+    """(boto3 client, bucket) of the S3 storage, one per process: django-storages keeps a
+    connection per thread (12-15 MiB and 100 ms to make each), a low-level client is thread-safe."""
+    media = storage()
+    return media.connection.meta.client, media.bucket_name
+
+
+def forget() -> None:
+    """Look at settings.STORAGES again (tests point the media storage elsewhere)."""
+    _is_local.cache_clear()
+    _s3.cache_clear()
+
+
 def backend() -> LocalStore | S3Store:
     return LocalStore() if _is_local() else S3Store()
 
@@ -45,7 +60,7 @@ def backend() -> LocalStore | S3Store:
 class LocalStore:
     """Appends to a file under MEDIA_ROOT; whatever is written is stored (no parts, no tail)."""
 
-    part_bytes = 1024 * 1024  # writes of at least this much (fewer system calls)
+    part_bytes = PART_BYTES
 
     def _partial(self, key: str) -> str:
         return storage().path(f"uploads/{key}")
@@ -60,7 +75,7 @@ class LocalStore:
         return b""
 
     def write(self, upload: Upload, buffer: bytearray, *, last: bool = False) -> None:
-        """Store all of `buffer` (emptied) after the upload's stored bytes."""
+        """Store all of `buffer` (then emptied) after the upload's stored bytes."""
         with open(self._partial(upload.key), "r+b") as file:
             file.seek(upload.offset)  # over whatever a broken request left past the stored offset
             file.write(buffer)
@@ -90,9 +105,7 @@ class S3Store:
     part_bytes = PART_BYTES
 
     def __init__(self):
-        self.storage = storage()
-        self.client = self.storage.connection.meta.client
-        self.bucket = self.storage.bucket_name
+        self.client, self.bucket = _s3()
 
     def _tail(self, key: str) -> str:
         return f"uploads/{key}.tail"
@@ -108,28 +121,24 @@ class S3Store:
         return data[: upload.tail]
 
     def write(self, upload: Upload, buffer: bytearray, *, last: bool = False) -> None:
-        """Upload the whole parts at the front of `buffer` (all of it when `last`) and drop them
-        from it; the bytes left are not stored until `keep` or the next part."""
-        in_parts, written = upload.offset - upload.tail, 0
-        try:
-            while len(buffer) - written >= PART_BYTES or (last and written < len(buffer)):
-                with memoryview(buffer) as view:
-                    body = bytes(view[written : written + PART_BYTES])
-                answer = self.client.upload_part(
-                    Bucket=self.bucket, Key=object_name(upload.key), UploadId=upload.multipart_id,
-                    PartNumber=len(upload.parts) + 1, Body=body,
-                )
-                upload.parts = [*upload.parts, answer["ETag"]]
-                written += len(body)
-        finally:
-            if written:  # the tail went into the first part
-                upload.offset, upload.tail = in_parts + written, 0
-                del buffer[:written]
+        """Upload `buffer` as the next part (then empty it): a whole part, or when `last` what is
+        left. The tail's bytes, already counted in upload.offset, are the first of it."""
+        if not buffer:
+            return
+        if len(buffer) != PART_BYTES and not last:
+            raise ValueError("only the last part may be shorter than PART_BYTES")
+        answer = self.client.upload_part(
+            Bucket=self.bucket, Key=object_name(upload.key), UploadId=upload.multipart_id,
+            PartNumber=len(upload.parts) + 1, Body=buffer,  # a bytearray: botocore sends it uncopied
+        )
+        upload.parts = [*upload.parts, answer["ETag"]]
+        upload.offset, upload.tail = upload.offset - upload.tail + len(buffer), 0
+        buffer.clear()
 
     def keep(self, upload: Upload, buffer: bytearray) -> None:
         """The end of a request short of a part: store what is left as the tail."""
         if buffer and len(buffer) != upload.tail:
-            self.client.put_object(Bucket=self.bucket, Key=self._tail(upload.key), Body=bytes(buffer))
+            self.client.put_object(Bucket=self.bucket, Key=self._tail(upload.key), Body=buffer)
             upload.offset, upload.tail = upload.offset - upload.tail + len(buffer), len(buffer)
 
     def complete(self, upload: Upload) -> None:
@@ -149,14 +158,21 @@ class S3Store:
 
 
 def delete_object(key: str) -> None:
-    storage().delete(object_name(key))
+    if _is_local():
+        storage().delete(object_name(key))
+    else:
+        client, bucket = _s3()
+        client.delete_object(Bucket=bucket, Key=object_name(key))
 
 
 def download_url(key: str) -> str | None:
     """A time-limited signed URL to the object in S3; None for a local store (served by media.tus)."""
     if _is_local():
         return None
-    return storage().url(object_name(key))
+    client, bucket = _s3()
+    return client.generate_presigned_url(
+        "get_object", Params={"Bucket": bucket, "Key": object_name(key)}, ExpiresIn=settings.ATTACHMENT_DOWNLOAD_URL_SECONDS
+    )
 
 
 def local_path(key: str) -> str:

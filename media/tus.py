@@ -139,13 +139,15 @@ async def _create(headers: dict, receive, send) -> None:
     if "upload-defer-length" in headers:
         raise TusError(400, "Upload-Defer-Length is not supported")
     length = _length(headers, "Upload-Length")
+    if length == 0:
+        raise TusError(400, "Upload-Length must be positive")  # an encrypted attachment never is empty
     if length > min(max_length, settings.ATTACHMENT_MAX_BYTES):
         raise TusError(413, "Upload-Length is larger than the form allows")
     filename = _metadata_filename(headers)
     if filename is not None and filename != key:
         raise Forbidden("The token is for another upload")
     with_body = _declared_body(headers)
-    upload = await in_db_thread(_create_row)(key, length)
+    upload = await _create_row(key, length)
     location = f"{_base_url(headers)}{PREFIX}/{key}"
     extra = {"Location": location}
     if with_body:
@@ -163,22 +165,38 @@ def _declared_body(headers: dict) -> bool:
     return True
 
 
-def _create_row(key: str, length: int) -> Upload:
-    """The upload of `key`: created (and started in the store), or the one a retried creation
-    made already, if it declared the same length and is not complete."""
+def _existing_upload(key: str, length: int) -> Upload | None:
+    """The upload a retried creation made already (same length, not complete), or None."""
     upload = Upload.objects.filter(pk=key).first()
-    if upload is not None:
-        if upload.length != length or upload.completed is not None:
-            raise Conflict("This upload exists already")
-        return upload
-    upload = Upload(key=key, length=length, created=timezone.now().replace(minute=0, second=0, microsecond=0))
-    store.backend().start(upload)
+    if upload is not None and (upload.length != length or upload.completed is not None):
+        raise Conflict("This upload exists already")
+    return upload
+
+
+def _insert(upload: Upload) -> bool:
+    """Insert the new upload's row; False when a concurrent creation of the same key won."""
     try:
         with transaction.atomic():
             upload.save(force_insert=True)
-    except IntegrityError:  # a concurrent creation of the same key won
-        store.backend().abort(upload)
-        return _create_row(key, length)
+    except IntegrityError:
+        return False
+    return True
+
+
+async def _create_row(key: str, length: int) -> Upload:
+    """The upload of `key`: made (and started in the store, off the database threads), or the one
+    a retried creation made already."""
+    upload = await in_db_thread(_existing_upload)(key, length)
+    if upload is not None:
+        return upload
+    upload = Upload(key=key, length=length, created=timezone.now().replace(minute=0, second=0, microsecond=0))
+    backend = store.backend()
+    await asyncio.to_thread(backend.start, upload)
+    if not await in_db_thread(_insert)(upload):
+        await asyncio.to_thread(backend.abort, upload)
+        upload = await in_db_thread(_existing_upload)(key, length)
+        if upload is None:  # made and terminated meanwhile
+            raise Conflict("This upload was terminated")
     return upload
 
 
@@ -275,8 +293,8 @@ async def _receive_into(upload: Upload, offset: int, headers: dict, receive) -> 
         if offset != upload.offset:
             raise Conflict(f"Upload-Offset must be {upload.offset}")
         buffer = bytearray(await asyncio.to_thread(backend.load_tail, upload)) if upload.tail else bytearray()
-        received, end, renewed = upload.offset, False, asyncio.get_running_loop().time()
-        too_long = False
+        received, end, too_long = upload.offset, False, False
+        renewed = asyncio.get_running_loop().time()
         while not end:
             message = await receive()
             if message["type"] == "http.disconnect":
@@ -286,15 +304,20 @@ async def _receive_into(upload: Upload, offset: int, headers: dict, receive) -> 
             if received + len(chunk) > upload.length:
                 too_long = True
                 break
-            buffer += chunk
             received += len(chunk)
             if checksum is not None:
                 checksum[0].update(chunk)
-            if len(buffer) >= backend.part_bytes and received < upload.length:
+            # Fill the buffer to a whole part at most, store it, go on with the rest of the chunk.
+            taken = 0
+            while len(chunk) - taken >= backend.part_bytes - len(buffer):
+                room = backend.part_bytes - len(buffer)
+                buffer += chunk[taken : taken + room]
+                taken += room
                 await asyncio.to_thread(backend.write, upload, buffer)
                 await in_db_thread(_save)(upload, writer)
                 renewed = asyncio.get_running_loop().time()
-            elif asyncio.get_running_loop().time() - renewed > LEASE_SECONDS / 3:  # a slow client
+            buffer += chunk[taken:] if taken else chunk
+            if asyncio.get_running_loop().time() - renewed > LEASE_SECONDS / 3:  # a slow client keeps its lease
                 await in_db_thread(_save)(upload, writer)
                 renewed = asyncio.get_running_loop().time()
         if too_long:

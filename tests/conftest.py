@@ -108,6 +108,6 @@ def local_media(settings, tmp_path):
     root = tmp_path / "media"
     settings.MEDIA_S3_BUCKET, settings.MEDIA_ROOT = "", root
     settings.STORAGES = {**settings.STORAGES, "media": media_storage(bucket="", endpoint_url="", region="", access_key="", secret_key="", addressing_style="", root=root)}
-    store._is_local.cache_clear()
+    store.forget()
     yield root
-    store._is_local.cache_clear()
+    store.forget()

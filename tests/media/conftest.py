@@ -28,6 +28,6 @@ def s3_media(settings, s3_server, s3_bucket):
             root=settings.MEDIA_ROOT,
         ),
     }
-    store._is_local.cache_clear()
+    store.forget()
     yield s3_bucket
-    store._is_local.cache_clear()
+    store.forget()

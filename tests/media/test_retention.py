@@ -11,7 +11,7 @@ from django.utils import timezone
 from media.models import Upload
 from media.services import purge_attachments
 from media.store import S3Store, object_name
-from media.tus import _create_row
+from media.store import backend
 from signalserver import purges
 
 pytestmark = pytest.mark.django_db
@@ -19,15 +19,26 @@ pytestmark = pytest.mark.django_db
 MiB = 1024 * 1024
 
 
+def new_upload(key: str, length: int) -> Upload:
+    upload = Upload(key=key, length=length, created=timezone.now())
+    backend().start(upload)
+    upload.save()
+    return upload
+
+
 def stored(upload, data: bytes, store) -> None:
-    """`data` written into `upload` the way media.tus writes a request's bytes."""
-    buffer = bytearray(data)
+    """`data` written into `upload` the way media.tus writes a request's bytes: whole parts, then
+    the rest as the last part or kept."""
+    buffer = bytearray()
+    for start in range(0, len(data), store.part_bytes):
+        buffer += data[start : start + store.part_bytes]
+        if len(buffer) == store.part_bytes:
+            store.write(upload, buffer)
     if len(data) == upload.length:
         store.write(upload, buffer, last=True)
         store.complete(upload)
         upload.completed = timezone.now().date()
     else:
-        store.write(upload, buffer)
         store.keep(upload, buffer)
     upload.save()
 
@@ -45,7 +56,7 @@ def keys(s3_server, bucket) -> set[str]:
 
 def test_old_attachments_and_abandoned_uploads_leave_the_s3_store(s3_media, s3_server, settings):
     s3 = S3Store()
-    old, recent, abandoned, unfinished = (_create_row(f"{name:A<20}", 9 * MiB if name == "abandoned" else 100) for name in ("old", "recent", "abandoned", "unfinished"))
+    old, recent, abandoned, unfinished = (new_upload(f"{name:A<20}", 9 * MiB if name == "abandoned" else 100) for name in ("old", "recent", "abandoned", "unfinished"))
     stored(old, b"o" * 100, s3)
     stored(recent, b"r" * 100, s3)
     stored(abandoned, os.urandom(8 * MiB + 5), s3)  # a part and a tail
@@ -74,7 +85,7 @@ def test_on_a_local_store_the_files_go_too_and_the_embedded_run_purges_without_b
     from media.store import LocalStore
 
     local = LocalStore()
-    old, abandoned = _create_row("o" * 20, 50), _create_row("a" * 20, 50)
+    old, abandoned = new_upload("o" * 20, 50), new_upload("a" * 20, 50)
     stored(old, b"x" * 50, local)
     stored(abandoned, b"y" * 20, local)
     age(old, days=settings.ATTACHMENT_RETENTION_DAYS)
