@@ -38,7 +38,7 @@ serve: $(VENV)/.runtime
 	$(BIN)/honcho start
 
 ## test: the whole suite on PostgreSQL and Redis (DATABASE_URL / REDIS_URL, default: local services)
-test: $(VENV)/.dev | /usr/bin/chromium
+test: $(VENV)/.dev | /usr/bin/chromium /usr/bin/turnserver
 	$(BIN)/python -m pytest
 
 # Debian's chromium for the browser tests (tests/browser): Playwright drives it, downloads no browser.
@@ -46,6 +46,15 @@ test: $(VENV)/.dev | /usr/bin/chromium
 APT_CHROMIUM := $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends chromium
 /usr/bin/chromium:
 	$(APT_CHROMIUM) || { $(SUDO) apt-get update && $(APT_CHROMIUM); }
+
+# Debian's coturn for the calling tests (tests/turn.py starts its own turnserver on free loopback
+# ports). The package enables and starts a system-wide turnserver on port 3478 where an init system
+# runs services: stopped and disabled here, so that none keeps listening.
+APT_COTURN := $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends coturn
+/usr/bin/turnserver:
+	$(APT_COTURN) || { $(SUDO) apt-get update && $(APT_COTURN); }
+	if [ -d /run/systemd/system ]; then $(SUDO) systemctl disable --now coturn.service; \
+	else $(SUDO) update-rc.d coturn disable && { $(SUDO) /etc/init.d/coturn stop || true; }; fi
 
 ## bench: load scenarios against a running server (SCENARIO=..., see bench/README.md)
 bench: $(VENV)/.dev

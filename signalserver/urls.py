@@ -1,8 +1,9 @@
 from django.contrib import admin
-from django.urls import include, path
+from django.urls import include, path, re_path
+from django.views.decorators.csrf import csrf_exempt
 from drf_spectacular.views import SpectacularJSONAPIView, SpectacularRedocView, SpectacularSwaggerView
 
-from signalserver import health
+from signalserver import health, views
 
 urlpatterns = [
     path("health/live", health.LiveView.as_view()),
@@ -14,8 +15,12 @@ urlpatterns = [
     path("", include("accounts.urls")),
     path("", include("keys.urls")),
     path("", include("messaging.urls")),
+    path("", include("messaging.calling_urls")),
     path("", include("push.urls")),
     path("", include("media.urls")),
+    path("", include("signalserver.startup_urls")),
+    # Anything else: the API's JSON 404, also with DEBUG on (Django's would be an HTML page).
+    re_path(r"^", csrf_exempt(views.not_found)),
 ]
 
 handler400 = "signalserver.views.bad_request"
