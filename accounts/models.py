@@ -211,3 +211,40 @@ class Profile(models.Model):
 
     def __str__(self) -> str:
         return "profile version"
+
+
+class UsernameClaim(models.Model):
+    """A username hash (spec §2.4; the server never sees the username) as one account holds it:
+    confirmed (the account's username), reserved (for 5 minutes, on the way to being confirmed) or
+    held (for 7 days after the account gave it up, so nobody else takes it at once). One row per
+    hash, whatever its state: the unique index is what makes two accounts' concurrent claims of
+    one hash end with exactly one winner."""
+
+    CONFIRMED, RESERVED, HELD = "confirmed", "reserved", "held"
+
+    hash = models.BinaryField(max_length=32, unique=True)
+    account = models.ForeignKey(Account, on_delete=models.CASCADE, related_name="username_claims")
+    kind = models.CharField(max_length=9, choices=[(CONFIRMED, CONFIRMED), (RESERVED, RESERVED), (HELD, HELD)])
+    expires = models.DateTimeField(null=True, blank=True)  # reserved and held claims
+    zk_proof = models.BinaryField(max_length=1024, null=True, blank=True)  # stored opaque (no libsignal)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["account"], condition=models.Q(kind="confirmed"), name="one_username_per_account"),
+        ]
+        indexes = [models.Index(fields=["account", "kind"]), models.Index(fields=["expires"])]
+
+    def __str__(self) -> str:
+        return f"{self.kind} username hash"
+
+
+class UsernameLink(models.Model):
+    """An account's username link (spec §2.4): the username encrypted by the client, found by a
+    random handle that the account shares as a link or QR code."""
+
+    account = models.OneToOneField(Account, on_delete=models.CASCADE, related_name="username_link")
+    handle = models.UUIDField(unique=True, default=uuid.uuid4)
+    encrypted_value = models.BinaryField(max_length=128)
+
+    def __str__(self) -> str:
+        return "username link"

@@ -4,6 +4,7 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from signalserver.fields import Base64Field
+from signalserver.wire import b64encode_url
 
 KNOWN_CAPABILITIES = (
     "storage",
@@ -83,12 +84,15 @@ class AccountIdentitySerializer(serializers.Serializer):
 
 def account_identity(account, *, storage_capable: bool) -> dict:
     """The account identity object of spec §2.2/§2.3."""
+    from accounts import usernames
+
+    username_hash, handle = usernames.confirmed_hash(account), usernames.link_handle(account)
     return {
         "uuid": str(account.aci),
         "number": account.number,
         "pni": str(account.pni) if account.pni else None,
-        "usernameHash": None,
-        "usernameLinkHandle": None,
+        "usernameHash": b64encode_url(username_hash, padded=False) if username_hash else None,
+        "usernameLinkHandle": str(handle) if handle else None,
         "storageCapable": storage_capable,
         "entitlements": {"badges": [], "backup": None},
         "authCredentialSalt": None,

@@ -3,8 +3,14 @@
 from celery import shared_task
 
 from accounts.profiles import purge_replaced_profiles
+from accounts.usernames import purge_expired_claims
 
 
 @shared_task(ignore_result=True)
 def purge_replaced_profiles_task() -> int:
     return purge_replaced_profiles()
+
+
+@shared_task(ignore_result=True)
+def purge_expired_username_claims_task() -> int:
+    return purge_expired_claims()

@@ -17,10 +17,11 @@ _last_run = float("-inf")
 
 def purges() -> list:
     from accounts.profiles import purge_replaced_profiles
+    from accounts.usernames import purge_expired_claims
     from media.services import purge_attachments
     from messaging.services import purge_expired_messages
 
-    return [purge_expired_messages, purge_attachments, purge_replaced_profiles]
+    return [purge_expired_messages, purge_attachments, purge_replaced_profiles, purge_expired_claims]
 
 
 def run_if_due() -> None:

@@ -166,6 +166,7 @@ CELERY_BEAT_SCHEDULE = {
     "purge-expired-messages": {"task": "messaging.tasks.purge_expired_messages_task", "schedule": 3600.0},
     "purge-attachments": {"task": "media.tasks.purge_attachments_task", "schedule": 3600.0},
     "purge-replaced-profiles": {"task": "accounts.tasks.purge_replaced_profiles_task", "schedule": 3600.0},
+    "purge-expired-username-claims": {"task": "accounts.tasks.purge_expired_username_claims_task", "schedule": 3600.0},
 }
 
 # --- Messaging ------------------------------------------------------------------------------

@@ -36,6 +36,8 @@ PATH_VALUES = {
     "source": str(uuid.UUID(int=4)),
     "version": "ab" * 32,
     "credential_request": "00" * 16,
+    "username_hash": "A" * 43,
+    "handle": str(uuid.UUID(int=5)),
 }
 BODIES = [b"", b"{}", b"[]", b"null", b'"text"', b"{not json", b'{"a":[null]}']
 # Long polls wait for their timeout (async views): the shortest one they take.
