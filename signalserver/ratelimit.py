@@ -100,6 +100,9 @@ LIMITERS: dict[str, Limiter] = _limiters(
     ("verificationCode", 7, 10 * MINUTE, False, "number"),
     ("verificationCodeDaily", 12, 2 * HOUR, False, "number"),
     ("verificationCodePerIp", 20, 3 * MINUTE, True, "ip"),
+    # Numbers looked up, as Signal's discovery service: 50,000 at first, then 6 more an hour.
+    ("directoryLookup", 50_000, 10 * MINUTE, False, "account"),  # numbers, see accounts.discovery
+    ("directoryLookupPerIp", 100, 6, True, "ip"),
 )
 
 

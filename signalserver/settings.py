@@ -373,6 +373,8 @@ LOGGING = {
         "daphne": {"level": "WARNING"},
         # One line per request to the push services is noise (a worker sends thousands a second).
         "httpx": {"level": "WARNING"},
+        # Never the SQL (with its parameters: numbers looked up, keys), whatever LOG_LEVEL says.
+        "django.db.backends": {"level": "INFO"},
     },
 }
 
