@@ -19,6 +19,7 @@ from signalserver import ratelimit
 from signalserver.auth import optional_access_key
 from signalserver.errors import NotFound, UnprocessableEntity
 from signalserver.schema import RETRY_AFTER, error, rate_limited
+from signalserver.tunnel import Call
 from signalserver.wire import ServiceId, b64encode
 
 TAGS = ["profiles"]
@@ -77,6 +78,31 @@ class SetProfileView(APIView):
         return Response(form) if form is not None else Response(status=200)
 
 
+def _payload(profile: dict) -> dict:
+    """A profile read as JSON: bytes as base64."""
+    return {name: b64encode(value) if isinstance(value, bytes) else value for name, value in profile.items()}
+
+
+def get_profile(call: Call, service_id: str) -> tuple[int, dict]:
+    """`GET /v1/profile/{serviceId}`, over HTTP (ProfileView) and as a hot route over sockets."""
+    target = _service_id(service_id)
+    access_key = optional_access_key(call.headers, authenticated=call.principal is not None)
+    return 200, _payload(profiles.read_profile(caller=call.principal, access_key=access_key, target=target))
+
+
+def get_versioned_profile(call: Call, service_id: str, version: str) -> tuple[int, dict]:
+    """`GET /v1/profile/{aci}/{version}`, over HTTP (VersionedProfileView) and as a hot route."""
+    target = _service_id(service_id, aci_only=True)
+    access_key = optional_access_key(call.headers, authenticated=call.principal is not None)
+    profile = profiles.read_profile_version(caller=call.principal, access_key=access_key, target=target, version=version.lower())
+    return 200, _payload(profile)
+
+
+def _render(result: tuple[int, object]) -> Response:
+    status, body = result
+    return Response(body, status=status)
+
+
 class ProfileView(APIView):
     permission_classes = [AllowAny]  # device credentials or an unidentified access key
 
@@ -87,10 +113,7 @@ class ProfileView(APIView):
         responses={200: ProfileSerializer, **READ_ERRORS},
     )
     def get(self, request, service_id):
-        target = _service_id(service_id)
-        access_key = optional_access_key(request.headers, authenticated=request.auth is not None)
-        facts = profiles.read_profile(caller=request.auth, access_key=access_key, target=target)
-        return Response(ProfileSerializer(facts).data)
+        return _render(get_profile(Call.from_drf(request), service_id))
 
 
 class VersionedProfileView(APIView):
@@ -104,10 +127,7 @@ class VersionedProfileView(APIView):
         responses={200: VersionedProfileSerializer, **READ_ERRORS},
     )
     def get(self, request, service_id, version):
-        target = _service_id(service_id, aci_only=True)
-        access_key = optional_access_key(request.headers, authenticated=request.auth is not None)
-        profile = profiles.read_profile_version(caller=request.auth, access_key=access_key, target=target, version=version.lower())
-        return Response(VersionedProfileSerializer(profile).data)
+        return _render(get_versioned_profile(Call.from_drf(request), service_id, version))
 
 
 class ProfileCredentialView(APIView):

@@ -13,10 +13,11 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from bench.client import require_loopback  # noqa: E402
-from bench.scenarios import fanout, idle, latency, prekeys, push, relay, upload  # noqa: E402
+from bench.scenarios import fanout, idle, latency, prekeys, profiles, push, relay, upload  # noqa: E402
 
 SCENARIOS = {
     "prekeys": prekeys, "relay": relay, "latency": latency, "idle": idle, "fanout": fanout, "push": push, "upload": upload,
+    "profiles": profiles,
 }  # fmt: skip
 
 

@@ -224,8 +224,8 @@ def optional_access_key(headers, *, authenticated: bool) -> bytes | None:
     None when the caller is authenticated instead. One kind of authorization per request (400
     for two); a group send token is a zkgroup credential we cannot check (401), as is a malformed
     key."""
-    header = headers.get("Unidentified-Access-Key")
-    token = headers.get("Group-Send-Token")
+    header = headers.get("unidentified-access-key")  # Django's headers and a Call's: lower-case works for both
+    token = headers.get("group-send-token")
     if sum(present for present in (header is not None, token is not None, authenticated)) > 1:
         raise BadRequest("use one kind of authorization")
     if token is not None:

@@ -9,14 +9,19 @@ import os
 import uuid
 from datetime import timedelta
 
+import json
+
 import pytest
+from asgiref.sync import sync_to_async
 from django.utils import timezone
+from rest_framework.test import APIClient
 
 from accounts.models import Profile
 from accounts.profiles import purge_replaced_profiles
 from keys.models import Identity, IdentityKey
 from media import store
-from tests.factories import DeviceFactory, override_limit
+from tests.factories import DeviceFactory, device_auth, override_limit
+from tests.messaging.helpers import parse_frame, request_frame, socket_for
 
 pytestmark = pytest.mark.django_db
 
@@ -247,3 +252,24 @@ def test_the_identity_check_takes_at_most_1000_elements_and_is_limited_per_addre
     override_limit("batchIdentityCheck", 2, 3600)
     statuses = [client.post("/v1/profile/identity_check/batch", {"elements": [element]}, content_type="application/json").status_code for _ in range(3)]
     assert statuses[-1] == 429
+
+
+async def test_a_versioned_profile_read_over_an_anonymous_socket_with_the_access_key_is_the_http_answer(client):
+    device = await sync_to_async(DeviceFactory)(account__unidentified_access_key=ACCESS_KEY)
+    body = profile_body()
+    api = APIClient()
+    api.credentials(HTTP_AUTHORIZATION=device_auth(device))
+    assert (await sync_to_async(api.put)("/v1/profile", body, format="json")).status_code == 200
+    path = f"/v1/profile/{device.account.aci}/{body['version']}"
+    over_http = await sync_to_async(client.get)(path, HTTP_UNIDENTIFIED_ACCESS_KEY=b64(ACCESS_KEY))
+
+    ws = socket_for(None, headers=[(b"host", b"testserver")])
+    assert (await ws.connect())[0]
+    await ws.send_to(bytes_data=request_frame("GET", path, request_id=3, headers=[f"Unidentified-Access-Key:{b64(ACCESS_KEY)}"]))
+    response = parse_frame(await ws.receive_from(timeout=3)).response
+    await ws.send_to(bytes_data=request_frame("GET", path, request_id=4, headers=["Unidentified-Access-Key:" + b64(bytes(16))]))
+    refused = parse_frame(await ws.receive_from(timeout=3)).response
+    await ws.disconnect()
+    assert (response.status, json.loads(response.body)) == (200, over_http.json())
+    assert json.loads(response.body)["name"] == body["name"]
+    assert refused.status == 401
