@@ -13,11 +13,11 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from bench.client import require_loopback  # noqa: E402
-from bench.scenarios import fanout, idle, latency, prekeys, profiles, push, relay, upload  # noqa: E402
+from bench.scenarios import discovery, fanout, idle, latency, prekeys, profiles, push, relay, upload  # noqa: E402
 
 SCENARIOS = {
     "prekeys": prekeys, "relay": relay, "latency": latency, "idle": idle, "fanout": fanout, "push": push, "upload": upload,
-    "profiles": profiles,
+    "profiles": profiles, "discovery": discovery,
 }  # fmt: skip
 
 
@@ -44,6 +44,7 @@ def main(argv=None) -> None:
     parser.add_argument("--size-mib", type=float, default=25.0, help="upload: MiB per upload (at most 100)")
     parser.add_argument("--local-store", action="store_true", help="upload: a local folder instead of an S3 store (SeaweedFS)")
     parser.add_argument("--with-relay", action="store_true", help="upload: relay alone, then relay during the uploads (--pairs, --window, --sealed)")
+    parser.add_argument("--batch", type=int, default=1000, help="discovery: numbers per lookup (at most 5,000)")
     parser.add_argument("--register-concurrency", type=int, default=16, help="registrations at once")
     parser.add_argument("--server-pid", type=int, action="append", default=[], help="measure this process's CPU and RSS")
     parser.add_argument("--first-number", type=int, default=int.from_bytes(os.urandom(2), "big") * 10)
