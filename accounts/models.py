@@ -248,3 +248,18 @@ class UsernameLink(models.Model):
 
     def __str__(self) -> str:
         return "username link"
+
+
+class Block(models.Model):
+    """An account blocks a service id (an ACI, or a PNI): identified messages from it are dropped,
+    and it cannot read the account's prekeys or profile with its credentials."""
+
+    account = models.ForeignKey(Account, on_delete=models.CASCADE, related_name="blocks")
+    blocked = models.UUIDField()
+    blocked_is_pni = models.BooleanField(default=False)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["account", "blocked"], name="block_unique")]
+
+    def __str__(self) -> str:
+        return "block"

@@ -2,6 +2,7 @@
 
 import hmac
 
+from accounts.blocks import blocks
 from accounts.models import Account
 from signalserver.errors import NotFound, Unauthorized
 from signalserver.wire import ServiceId
@@ -35,7 +36,8 @@ def readable_account(*, caller, access_key: bytes | None, target: ServiceId) -> 
     """The account `target` names, for a read under Signal's "optional access" (spec §2.7, §3.3):
     an authenticated `caller` reads any existing account (404 otherwise); an anonymous one needs
     the account's access key, and gets 401 for a missing or wrong key, a PNI target or an account
-    that does not exist, so that the answer never tells whether it exists."""
+    that does not exist, so that the answer never tells whether it exists. An account that the
+    target blocks reads nothing with its credentials (404)."""
     if caller is None and (access_key is None or target.is_pni):
         raise Unauthorized()
     account = get_account(target)
@@ -43,4 +45,6 @@ def readable_account(*, caller, access_key: bytes | None, target: ServiceId) -> 
         raise NotFound() if caller is not None else Unauthorized()
     if caller is None and not has_unidentified_access(account, access_key):
         raise Unauthorized()
+    if caller is not None and blocks(account.aci, caller.account):
+        raise NotFound()  # as if it did not exist (accounts.blocks)
     return account

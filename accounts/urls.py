@@ -1,6 +1,7 @@
 from django.urls import path
 
 from accounts import (
+    block_views,
     challenge_views,
     device_views,
     discovery_views,
@@ -44,6 +45,8 @@ urlpatterns: list = [
     path("v1/accounts/username_hash/<str:username_hash>", username_views.LookupView.as_view()),
     path("v1/accounts/username_link", username_views.LinkView.as_view()),
     path("v1/accounts/username_link/<str:handle>", username_views.LinkLookupView.as_view()),
+    path("v1/accounts/blocks", block_views.BlocksView.as_view()),
+    path("v1/accounts/blocks/<str:service_id>", block_views.BlockView.as_view()),
     path("v1/profile", profile_views.SetProfileView.as_view()),
     path("v1/profile/identity_check/batch", profile_views.IdentityCheckView.as_view()),
     path("v1/profile/<str:service_id>", profile_views.ProfileView.as_view()),

@@ -180,6 +180,7 @@ def send_messages(requests: list[SendRequest]) -> list[bool | Exception]:
         send.refusal = refusal
     sends = _each(sends, outcomes, _check_refusal)
     sends = _each(sends, outcomes, _build_deliveries)
+    _drop_blocked(sends)
     for send in _queue(sends, outcomes):
         if send.is_sync or send.source is None:
             outcomes[send.index] = False
@@ -279,6 +280,22 @@ def _build_deliveries(send: _Send) -> None:
         )
         for message in request.messages
     ]
+
+
+def _drop_blocked(sends: list[_Send]) -> None:
+    """Identified sends to an account that blocks their sender are answered as any other, after
+    every check, and queue nothing (the sender learns nothing). One query for the batch, none
+    when it has only sealed-sender sends."""
+    identified = [send for send in sends if send.source is not None and not send.is_sync]
+    if not identified:
+        return
+    from accounts.blocks import blocked_pairs
+
+    triples = {send.index: (send.target.aci, send.request.sender.account.aci, send.request.sender.account.pni) for send in identified}
+    blocked = blocked_pairs(list(set(triples.values())))
+    for send in identified:
+        if triples[send.index] in blocked:
+            send.deliveries = []
 
 
 def _queue(sends: list[_Send], outcomes: list) -> list[_Send]:
