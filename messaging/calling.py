@@ -22,7 +22,15 @@ import time
 
 from django.conf import settings
 
+from signalserver import ratelimit
+
 RANDOM_ID_BYTES = 8  # the opaque part of a username: 16 hex digits
+
+
+def relays_for(account) -> dict:
+    """GET /v2/calling/relays for `account`, after its `getCallingRelays` limiter."""
+    ratelimit.check("getCallingRelays", str(account.aci), aci=account.aci)
+    return relays()
 
 
 def relays(now: float | None = None) -> dict:

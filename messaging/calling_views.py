@@ -8,6 +8,7 @@ from rest_framework.views import APIView
 
 from accounts.views import UNAUTHORIZED
 from messaging import calling
+from signalserver.schema import RETRY_AFTER, rate_limited
 
 
 class TurnTokenSerializer(serializers.Serializer):
@@ -43,7 +44,9 @@ class CallingRelaysView(APIView):
         responses={
             200: OpenApiResponse(CallingRelaysSerializer, description="The relays, with fresh credentials; none without TURN configured"),
             401: UNAUTHORIZED,
+            429: rate_limited("Too many requests by this account (`getCallingRelays`)"),
         },
+        parameters=[RETRY_AFTER],
     )
     def get(self, request):
-        return Response(calling.relays())
+        return Response(calling.relays_for(request.auth.account))

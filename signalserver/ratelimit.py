@@ -88,6 +88,7 @@ LIMITERS: dict[str, Limiter] = _limiters(
     ("pushChallengeAttempt", 10, 144 * MINUTE, False, "account"),
     ("pushChallengeSuccess", 2, 12 * HOUR, False, "account"),
     ("stickerPack", 50, 72 * MINUTE, False, "account"),
+    ("getCallingRelays", 100, 10 * MINUTE, True, "account"),
     # Ours: Signal's registration service paces verification, and every code we send costs the
     # operator money (SMS pumping). A code takes one permit from each of the number's two buckets:
     # the first holds one session's full allowance (4 SMS and 3 calls, which the session spaces out

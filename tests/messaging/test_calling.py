@@ -205,3 +205,13 @@ def test_coturn_refuses_a_forged_password_or_a_username_with_a_later_expiry(clie
     assert refusal(url, username, rest_api_password("a-guessed-secret", username)) == 401
     assert refusal(url, later, relay["password"]) == 401
     assert run(allocate(url, username, relay["password"]))  # the genuine pair still allocates
+
+
+@pytest.mark.django_db
+def test_relays_are_limited_per_account(client_for):
+    from tests.factories import DeviceFactory, override_limit
+
+    override_limit("getCallingRelays", 2, 3600)
+    device = DeviceFactory()
+    assert [client_for(device).get("/v2/calling/relays").status_code for _ in range(3)] == [200, 200, 429]
+    assert client_for(DeviceFactory()).get("/v2/calling/relays").status_code == 200
