@@ -254,6 +254,8 @@ def test_the_identity_check_takes_at_most_1000_elements_and_is_limited_per_addre
     assert statuses[-1] == 429
 
 
+# The socket reads the database on threads of its own: the rows must be committed (and flushed after).
+@pytest.mark.django_db(transaction=True)
 async def test_a_versioned_profile_read_over_an_anonymous_socket_with_the_access_key_is_the_http_answer(client):
     device = await sync_to_async(DeviceFactory)(account__unidentified_access_key=ACCESS_KEY)
     body = profile_body()

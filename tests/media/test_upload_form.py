@@ -81,6 +81,8 @@ def test_when_the_bytes_limiter_refuses_the_count_is_given_back(client_for, devi
     assert client_for(device).get(PATH, {"uploadLength": 1}).status_code == 429  # now the count
 
 
+# The socket reads the database on threads of its own: the rows must be committed (and flushed after).
+@pytest.mark.django_db(transaction=True)
 async def test_a_form_over_the_socket_is_the_same_as_over_http():
     device = await sync_to_async(DeviceFactory)()
     # As every client does, the upgrade request names the host; tunnelled requests inherit it.
