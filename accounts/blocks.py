@@ -29,12 +29,16 @@ def block(*, account: Account, target: ServiceId) -> None:
     try:
         with transaction.atomic():
             Block.objects.create(account=account, blocked=target.uuid, blocked_is_pni=target.is_pni)
+            Account.objects.filter(pk=account.pk).update(blocks_someone=True)
     except IntegrityError:
         pass  # blocked already
 
 
 def unblock(*, account: Account, target: ServiceId) -> None:
-    Block.objects.filter(account=account, blocked=target.uuid).delete()
+    with transaction.atomic():
+        Block.objects.filter(account=account, blocked=target.uuid).delete()
+        if not Block.objects.filter(account=account).exists():
+            Account.objects.filter(pk=account.pk).update(blocks_someone=False)
 
 
 def blocked_service_ids(account: Account) -> list[str]:

@@ -34,6 +34,8 @@ class Account(models.Model):
     registration_lock_salt = models.CharField(max_length=32, blank=True, default="")
     # Set by an operator (admin): every request of its devices is refused, its sockets closed.
     banned = models.BooleanField(default=False)
+    # Whether the account blocks anyone (accounts.blocks): sends to the many that do not skip the check.
+    blocks_someone = models.BooleanField(default=False)
     created = models.DateField(auto_now_add=True)
 
     class Meta:

@@ -285,8 +285,8 @@ def _build_deliveries(send: _Send) -> None:
 def _drop_blocked(sends: list[_Send]) -> None:
     """Identified sends to an account that blocks their sender are answered as any other, after
     every check, and queue nothing (the sender learns nothing). One query for the batch, none
-    when it has only sealed-sender sends."""
-    identified = [send for send in sends if send.source is not None and not send.is_sync]
+    when no identified send goes to an account that blocks anyone."""
+    identified = [send for send in sends if send.source is not None and not send.is_sync and send.target.blocks_someone]
     if not identified:
         return
     from accounts.blocks import blocked_pairs
@@ -355,6 +355,7 @@ class Destination:
     unidentified_access_key: bytes | None
     unrestricted_unidentified_access: bool
     devices: list[tuple]  # (device id, pk, registration id, PNI registration id)
+    blocks_someone: bool = False
 
 
 def _load_accounts(service_ids: list[ServiceId], sender_acis: list[uuid.UUID]) -> dict[ServiceId, Destination]:
@@ -368,7 +369,7 @@ def _load_accounts(service_ids: list[ServiceId], sender_acis: list[uuid.UUID]) -
     by_pni, pni_params = _any("a.pni", pnis, "uuid")
     with connection.cursor() as cursor:
         cursor.execute(
-            "SELECT a.aci, a.pni, a.unidentified_access_key, a.unrestricted_unidentified_access,"
+            "SELECT a.aci, a.pni, a.unidentified_access_key, a.unrestricted_unidentified_access, a.blocks_someone,"
             " d.device_id, d.id, d.registration_id, d.pni_registration_id"
             f" FROM {Account._meta.db_table} a JOIN {Device._meta.db_table} d ON d.account_id = a.aci"
             f" WHERE {by_aci} OR {by_pni}",
@@ -377,7 +378,7 @@ def _load_accounts(service_ids: list[ServiceId], sender_acis: list[uuid.UUID]) -
         rows = cursor.fetchall()
     found: dict[ServiceId, Destination] = {}
     wanted_pnis = set(pnis)
-    for aci, pni, access_key, unrestricted, *device in rows:
+    for aci, pni, access_key, unrestricted, blocks_someone, *device in rows:
         key = ServiceId(as_uuid(aci))
         account = found.get(key)
         if account is None:
@@ -386,6 +387,7 @@ def _load_accounts(service_ids: list[ServiceId], sender_acis: list[uuid.UUID]) -
                 unidentified_access_key=bytes(access_key) if access_key is not None else None,
                 unrestricted_unidentified_access=bool(unrestricted),
                 devices=[],
+                blocks_someone=bool(blocks_someone),
             )
             if pni is not None and as_uuid(pni) in wanted_pnis:
                 found[ServiceId(as_uuid(pni), is_pni=True)] = account

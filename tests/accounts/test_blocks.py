@@ -46,6 +46,7 @@ def test_a_blocked_account_s_identified_messages_are_accepted_and_dropped_until_
     assert queued_for(alice) == 0
 
     assert client_for(alice).delete(f"/v1/accounts/blocks/{mallory.account.aci}").status_code == 204
+    assert Account.objects.get(pk=alice.account.pk).blocks_someone is False  # its sends skip the check again
     assert send(client_for, mallory, alice).status_code == 200
     assert queued_for(alice) == 1
 
