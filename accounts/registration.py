@@ -7,6 +7,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 
+from django.conf import settings
 from django.db import transaction
 from django.db.models import F, Value
 from django.db.models.functions import Concat
@@ -51,7 +52,6 @@ MIN_PASSWORD_LENGTH = 16
 # A registration lock is enforced only while the account was seen this recently (spec §2.3).
 REGISTRATION_LOCK_LIFETIME = timedelta(days=7)
 # A number registered again this soon after its account was deleted gets the old ACI back.
-DELETED_ACCOUNT_ACI_REUSE = timedelta(days=30)
 ACCOUNT_ATTRIBUTE_FIELDS = [
     "unidentified_access_key",
     "unrestricted_unidentified_access",
@@ -260,7 +260,7 @@ def _aci_for_new_account(number: str) -> uuid.UUID:
     if deleted is None:
         return uuid.uuid4()
     deleted.delete()
-    recent = deleted.deleted_at >= timezone.now() - DELETED_ACCOUNT_ACI_REUSE
+    recent = deleted.deleted_at >= timezone.now() - timedelta(days=settings.DELETED_ACCOUNT_ACI_REUSE_DAYS)
     if recent and not Account.objects.filter(aci=deleted.aci).exists():
         return deleted.aci
     return uuid.uuid4()

@@ -3,6 +3,7 @@
 from celery import shared_task
 
 from accounts.profiles import purge_replaced_profiles
+from accounts.retention import purge_account_records
 from accounts.usernames import purge_expired_claims
 
 
@@ -14,3 +15,8 @@ def purge_replaced_profiles_task() -> int:
 @shared_task(ignore_result=True)
 def purge_expired_username_claims_task() -> int:
     return purge_expired_claims()
+
+
+@shared_task(ignore_result=True)
+def purge_account_records_task() -> int:
+    return purge_account_records()

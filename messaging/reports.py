@@ -11,8 +11,11 @@ from __future__ import annotations
 import hashlib
 import hmac
 import uuid
+from datetime import timedelta
 
+from django.conf import settings
 from django.db import IntegrityError, transaction
+from django.utils import timezone
 
 from accounts.models import Account, DeletedAccount
 from messaging.models import SpamReport
@@ -60,3 +63,10 @@ def _source_aci(source: str) -> uuid.UUID | None:
         return uuid.UUID(source)
     except ValueError:
         return None
+
+
+def purge_reviewed_spam_reports() -> int:
+    """Delete reports an operator reviewed (dismissed or actioned) SPAM_REPORT_RETENTION_DAYS ago
+    or more; open ones stay until reviewed. How many went."""
+    cutoff = timezone.now() - timedelta(days=settings.SPAM_REPORT_RETENTION_DAYS)
+    return SpamReport.objects.exclude(status=SpamReport.Status.OPEN).filter(created__lt=cutoff).delete()[0]

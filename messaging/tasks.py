@@ -5,6 +5,7 @@ from celery import shared_task
 
 from accounts.models import Device
 from messaging.presence import get_presence
+from messaging.reports import purge_reviewed_spam_reports
 from messaging.services import has_queued, purge_expired_messages
 from push.services import push_new_messages
 
@@ -12,6 +13,11 @@ from push.services import push_new_messages
 @shared_task
 def purge_expired_messages_task() -> int:
     return purge_expired_messages()
+
+
+@shared_task(ignore_result=True)
+def purge_reviewed_spam_reports_task() -> int:
+    return purge_reviewed_spam_reports()
 
 
 @shared_task(ignore_result=True)

@@ -17,11 +17,20 @@ _last_run = float("-inf")
 
 def purges() -> list:
     from accounts.profiles import purge_replaced_profiles
+    from accounts.retention import purge_account_records
     from accounts.usernames import purge_expired_claims
     from media.services import purge_attachments
+    from messaging.reports import purge_reviewed_spam_reports
     from messaging.services import purge_expired_messages
 
-    return [purge_expired_messages, purge_attachments, purge_replaced_profiles, purge_expired_claims]
+    return [
+        purge_expired_messages,
+        purge_attachments,
+        purge_replaced_profiles,
+        purge_expired_claims,
+        purge_account_records,
+        purge_reviewed_spam_reports,
+    ]
 
 
 def run_if_due() -> None:

@@ -167,6 +167,8 @@ CELERY_BEAT_SCHEDULE = {
     "purge-attachments": {"task": "media.tasks.purge_attachments_task", "schedule": 3600.0},
     "purge-replaced-profiles": {"task": "accounts.tasks.purge_replaced_profiles_task", "schedule": 3600.0},
     "purge-expired-username-claims": {"task": "accounts.tasks.purge_expired_username_claims_task", "schedule": 3600.0},
+    "purge-account-records": {"task": "accounts.tasks.purge_account_records_task", "schedule": 3600.0},
+    "purge-reviewed-spam-reports": {"task": "messaging.tasks.purge_reviewed_spam_reports_task", "schedule": 3600.0},
 }
 
 # --- Messaging ------------------------------------------------------------------------------
@@ -175,6 +177,11 @@ MESSAGE_RETENTION_DAYS = env_int("MESSAGE_RETENTION_DAYS", 30)
 # A profile version another replaced stays readable this many days (contacts still on the old
 # profile key), then it and its avatar are deleted.
 PROFILE_GRACE_DAYS = env_int("PROFILE_GRACE_DAYS", 30)
+# A deleted account's number keeps its ACI this many days (re-registering gets it back), then the
+# row naming both goes.
+DELETED_ACCOUNT_ACI_REUSE_DAYS = env_int("DELETED_ACCOUNT_ACI_REUSE_DAYS", 30)
+# A spam report an operator has reviewed (dismissed or actioned) is kept this many days.
+SPAM_REPORT_RETENTION_DAYS = env_int("SPAM_REPORT_RETENTION_DAYS", 30)
 # Largest WebSocket frame accepted; a bigger one closes the socket with 1009 (spec §4.7).
 WEBSOCKET_MAX_FRAME_BYTES = env_int("WEBSOCKET_MAX_FRAME_BYTES", 512 * 1024)
 # Requests a socket may send per second, sustained and in a burst (a token bucket per socket);
