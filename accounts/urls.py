@@ -32,6 +32,7 @@ urlpatterns: list = [
     path("v1/accounts/me", views.DeleteAccountView.as_view()),
     path("v1/accounts/registration_lock", views.RegistrationLockView.as_view()),
     path("v1/accounts/name", views.DeviceNameView.as_view()),
+    path("v2/accounts/data_report", views.DataReportView.as_view()),
     path("v1/devices/capabilities", views.DeviceCapabilitiesView.as_view()),
     path("v2/accounts/phone_number_discoverability", views.DiscoverabilityView.as_view()),
     path("v1/accounts/totp", totp_views.TotpView.as_view()),

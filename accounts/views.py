@@ -7,6 +7,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from accounts import selectors, services
+from accounts.data_report import data_report
 from accounts.serializers import (
     DEVICE_NAME_MAX_BYTES,
     AccountAttributesSerializer,
@@ -146,6 +147,20 @@ class DiscoverabilityView(APIView):
         discoverable = validated(DiscoverabilitySerializer, request.data)["discoverableByPhoneNumber"]
         services.set_phone_number_discoverability(account=request.auth.account, discoverable=discoverable)
         return Response(status=204)
+
+
+class DataReportView(APIView):
+    @extend_schema(
+        tags=["accounts"],
+        summary="Everything the server holds about this account",
+        description="For the account itself (data portability): its account and device records, and counts of its keys, username hashes, profile versions, blocks and queued messages (ciphertext the server cannot read).",
+        responses={
+            200: {"type": "object", "properties": {"reportId": {"type": "string"}, "reportTimestamp": {"type": "string"}, "data": {"type": "object"}, "text": {"type": "string"}}},
+            401: UNAUTHORIZED,
+        },
+    )
+    def get(self, request):
+        return Response(data_report(request.auth.account))
 
 
 class AccountExistsView(APIView):

@@ -47,7 +47,7 @@ DESTRUCTIVE = {("DELETE", "v1/accounts/me")}
 # Browser pages: served over HTTP only (see the admin test below).
 HTTP_ONLY_APPS = {"admin"}
 # Answers that are new secrets every time: the same status and fields, not the same values.
-FRESH_SECRETS = {"v1/auth/token", "v1/accounts/totp", "v1/devices/provisioning/code", "v4/attachments/form/upload"}
+FRESH_SECRETS = {"v1/auth/token", "v1/accounts/totp", "v1/devices/provisioning/code", "v4/attachments/form/upload", "v2/accounts/data_report"}
 
 
 def api_routes(patterns=None, prefix=""):
