@@ -9,6 +9,8 @@ import time
 
 from django.conf import settings
 
+from signalserver.errors import log_unavailable, unavailable_dependency
+
 logger = logging.getLogger(__name__)
 
 EMBEDDED_INTERVAL_SECONDS = 3600
@@ -35,7 +37,8 @@ def purges() -> list:
 
 def run_if_due() -> None:
     """Without beat (eager tasks), run every purge if the last run was an interval ago. A purge
-    that fails is logged; the others still run."""
+    that fails is logged and the others still run; while the database is down none runs, and the
+    next connection tries again (an outage is logged as one, not as a failure of each purge)."""
     global _last_run
     if not settings.CELERY_TASK_ALWAYS_EAGER or time.monotonic() - _last_run < EMBEDDED_INTERVAL_SECONDS:
         return
@@ -43,5 +46,10 @@ def run_if_due() -> None:
     for purge in purges():
         try:
             purge()
-        except Exception:
+        except Exception as exc:
+            dependency = unavailable_dependency(exc)
+            if dependency is not None:
+                log_unavailable(dependency)
+                _last_run = float("-inf")
+                return
             logger.exception("purge failed", extra={"purge": purge.__name__})
