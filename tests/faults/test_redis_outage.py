@@ -97,7 +97,11 @@ async def test_sockets_ride_out_a_redis_outage_and_upgrades_meanwhile_get_503(se
             # Its channel-layer reader reads again: a newer socket of Bob displaces it through Redis.
             async with await ChatSocket.connect(server.ws_url, bob.authorization) as bob_again:
                 assert await bob_ws.wait_closed(WAIT) == 4409
-                assert await bob_again.backlog(WAIT) == []
+                # Delivery is at least once: the message acked just before may come again if the new
+                # socket read the queue before that ack was applied (clients drop it by its guid);
+                # nothing else may.
+                backlog = await bob_again.backlog(WAIT)
+                assert {_content(message) for message in backlog} <= {b"sent after Redis came back"}, backlog
         finally:
             await alice_ws.close()
             await bob_ws.close()
