@@ -45,6 +45,6 @@ def readable_account(*, caller, access_key: bytes | None, target: ServiceId) -> 
         raise NotFound() if caller is not None else Unauthorized()
     if caller is None and not has_unidentified_access(account, access_key):
         raise Unauthorized()
-    if caller is not None and blocks(account.aci, caller.account):
+    if caller is not None and account.blocks_someone and blocks(account.aci, caller.account):
         raise NotFound()  # as if it did not exist (accounts.blocks)
     return account

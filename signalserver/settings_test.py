@@ -1,5 +1,6 @@
 """Settings for the test suite: real PostgreSQL and Redis, from DATABASE_URL / REDIS_URL,
-defaulting to the services on this machine. Celery runs eagerly (STYLE.md, Tests)."""
+defaulting to the services on this machine. Celery runs eagerly (docs/architecture.md §9); tests that
+need a real worker start one."""
 
 import os
 
