@@ -154,7 +154,7 @@ def get_messages(call: Call) -> tuple[int, dict]:
     if more:
         # A full page: if the device stops fetching, a push in a minute reminds it (spec §7.2).
         request_push_later(device_pk=device.pk, task=push_if_still_away_task)
-    return 200, {"messages": [outgoing_message_entity(guid, data) for _, guid, data, _ in rows], "more": more}
+    return 200, {"messages": [outgoing_message_entity(envelope) for _, envelope, _ in rows], "more": more}
 
 
 def delete_message(call: Call, guid: str) -> tuple[int, None]:
@@ -169,12 +169,12 @@ def delete_message(call: Call, guid: str) -> tuple[int, None]:
     return 204, None
 
 
-def outgoing_message_entity(guid: uuid.UUID, data: bytes) -> dict:
-    envelope = parse_envelope(bytes(data))
+def outgoing_message_entity(data: bytes) -> dict:
+    envelope = parse_envelope(data)
     source = envelope_source(envelope)
     destination = envelope_destination(envelope)
     return {
-        "guid": str(guid),
+        "guid": envelope.server_guid_text,
         "type": envelope.type,
         "timestamp": envelope.client_timestamp,
         "sourceUuid": str(source) if source else None,

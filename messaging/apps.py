@@ -6,8 +6,13 @@ class MessagingConfig(AppConfig):
     name = "messaging"
 
     def ready(self):
-        from messaging import api
+        from django.conf import settings
+
+        from messaging import api, sealing
         from signalserver import tunnel
+
+        if settings.PRODUCTION:
+            sealing.queue_keys()  # a missing or malformed queue key stops the start, not the first send
 
         # The hottest tunnelled requests: served without building a Django request.
         tunnel.register("PUT", r"/v1/messages/multi_recipient", api.put_multi_recipient_message)

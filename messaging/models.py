@@ -1,30 +1,51 @@
-"""Per-device message queues (spec §4.5, §4.10).
+"""Per-device message queues (docs/architecture.md §4).
 
-A queued message is one row per destination device holding the serialized Envelope the device will
+A queued message is one row per destination device holding the sealed Envelope the device will
 receive. PostgreSQL is the source of truth (docs/architecture.md §4): a message exists once its row commits and
 is gone once the device acknowledges it or it expires.
 """
 
+import uuid
+
 from django.db import models
+
+from messaging.sealing import guid_tags, unseal
+
+
+class QueuedMessageQuerySet(models.QuerySet):
+    def with_guid(self, guid: uuid.UUID | str):
+        return self.filter(guid_tag__in=guid_tags(uuid.UUID(str(guid))))
+
+
 
 
 class QueuedMessage(models.Model):
+    """One envelope waiting for one device, sealed (messaging/sealing.py): nothing of the envelope
+    is readable here, not even its guid or time (docs/privacy.md)."""
+
     id = models.BigAutoField(primary_key=True)  # queue order
     # Removing a device (or its account) removes its queue.
     device = models.ForeignKey("accounts.Device", on_delete=models.CASCADE, related_name="+", db_index=False)
-    guid = models.UUIDField(unique=True)
-    server_timestamp = models.BigIntegerField()  # ms since the epoch; retention counts from here
-    story = models.BooleanField(default=False)
-    envelope = models.BinaryField()  # serialized textsecure.Envelope, as delivered
+    guid_tag = models.BinaryField(max_length=16)  # keyed hash of the envelope's guid (acks by guid)
+    queued_hour = models.IntegerField()  # hours since the epoch; retention counts from here
+    key_id = models.SmallIntegerField()  # the queue key that sealed it
+    envelope = models.BinaryField()  # sealed: flags and the serialized textsecure.Envelope
+
+    objects = QueuedMessageQuerySet.as_manager()
 
     class Meta:
         indexes = [
             models.Index(fields=["device", "id"], name="queue_order"),
-            models.Index(fields=["server_timestamp"], name="queue_retention"),
+            models.Index(fields=["guid_tag"], name="queue_guid"),
+            models.Index(fields=["queued_hour"], name="queue_retention"),
         ]
 
     def __str__(self):
-        return str(self.guid)
+        return f"queued message {self.pk}"
+
+    def open(self) -> tuple[bytes, bool]:
+        """(envelope, story)."""
+        return unseal(self.key_id, self.envelope, device_pk=self.device_id)
 
 
 class TrustRoot(models.Model):

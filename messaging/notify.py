@@ -102,12 +102,10 @@ async def _hand_to_socket(layer, channel: str, queued: list) -> bool:
             return False
         return True
     try:
+        # Through Redis the envelopes travel sealed, as their rows hold them (messaging/sealing.py).
         for start in range(0, len(queued), MAX_ROWS_PER_NOTIFICATION):
-            rows = [
-                [delivery.row_id, delivery.envelope, delivery.story, delivery.ephemeral]
-                for delivery in queued[start : start + MAX_ROWS_PER_NOTIFICATION]
-            ]
-            await layer.send(channel, {"type": "queue.messages", "messages": rows})
+            rows = [[delivery.row_id, *delivery.seal(), delivery.ephemeral] for delivery in queued[start : start + MAX_ROWS_PER_NOTIFICATION]]
+            await layer.send(channel, {"type": "queue.sealed", "messages": rows})
     except ChannelFull:
         logger.warning("a delivery socket's channel is full; the device is pushed instead")
         return False

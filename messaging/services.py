@@ -36,6 +36,7 @@ from messaging.models import QueuedMessage
 from messaging.multi_recipient import MultiRecipientMessage
 from messaging.notify import notify_committed
 from messaging.reports import report_token
+from messaging.sealing import UnreadableEnvelope, guid_tag, guid_tags, queue_keys, seal, unseal
 from signalserver import ratelimit
 from signalserver.errors import (
     BadRequest,
@@ -56,6 +57,7 @@ MAX_TIMESTAMP = 8_640_000_000_000_000
 EPHEMERAL_MAX_AGE_MS = 10_000
 # Rows per INSERT statement (5 parameters each; SQLite takes at most 32,766 parameters).
 INSERT_BATCH = 1000
+HOUR_MS = 3_600_000
 
 
 class MismatchedDevices(Conflict):
@@ -115,6 +117,13 @@ class Delivery:
     urgent: bool = True
     ephemeral: bool = False
     row_id: int | None = field(default=None)
+    key_id: int = 0  # with `sealed`: the envelope as its queue row holds it (messaging/sealing.py)
+    sealed: bytes | None = None
+
+    def seal(self) -> tuple[int, bytes]:
+        if self.sealed is None:
+            self.key_id, self.sealed = seal(self.envelope, story=self.story, device_pk=self.device_pk)
+        return self.key_id, self.sealed
 
 
 def now_ms() -> int:
@@ -596,42 +605,45 @@ def deliver_envelopes(deliveries: list[Delivery]) -> None:
     for pushes. Ephemeral envelopes are never stored: they go to live sockets only. On PostgreSQL
     the rows go in one INSERT; on SQLite one per INSERT_BATCH rows (more only inside a transaction)."""
     durable = [delivery for delivery in deliveries if not delivery.ephemeral]
-    if durable and connection.vendor == "postgresql":
-        _insert_arrays(durable)
-    else:
-        for start in range(0, len(durable), INSERT_BATCH):
-            _insert_values(durable[start : start + INSERT_BATCH])
+    if durable:
+        rows = _queue_rows(durable)
+        if connection.vendor == "postgresql":
+            _insert_arrays(durable, rows)
+        else:
+            for start in range(0, len(durable), INSERT_BATCH):
+                _insert_values(durable[start : start + INSERT_BATCH], rows[start : start + INSERT_BATCH])
     transaction.on_commit(lambda: notify_committed(deliveries))
 
 
-_QUEUE_COLUMNS = "device_id, guid, server_timestamp, story, envelope"
+_QUEUE_COLUMNS = "device_id, guid_tag, queued_hour, key_id, envelope"
 
 
-def _insert_arrays(deliveries: list[Delivery]) -> None:
+def _queue_rows(deliveries: list[Delivery]) -> list[tuple]:
+    """The queue row of each delivery: nothing of its envelope in clear (messaging/sealing.py)."""
+    rows = []
+    for delivery in deliveries:
+        key_id, sealed = delivery.seal()
+        rows.append((delivery.device_pk, guid_tag(delivery.guid), delivery.server_timestamp // HOUR_MS, key_id, sealed))
+    return rows
+
+
+def _insert_arrays(deliveries: list[Delivery], rows: list[tuple]) -> None:
     """PostgreSQL: the rows as five arrays, one statement text whatever their count (psycopg
     converts it once; a VALUES list of many rows was parsed again on every send)."""
     with connection.cursor() as cursor:
         cursor.execute(
             f"INSERT INTO {QueuedMessage._meta.db_table} ({_QUEUE_COLUMNS})"
-            " SELECT * FROM unnest(%s::bigint[], %s::uuid[], %s::bigint[], %s::boolean[], %s::bytea[])"
-            " RETURNING id, guid",
-            [
-                [delivery.device_pk for delivery in deliveries],
-                [delivery.guid for delivery in deliveries],
-                [delivery.server_timestamp for delivery in deliveries],
-                [delivery.story for delivery in deliveries],
-                [delivery.envelope for delivery in deliveries],
-            ],
+            " SELECT * FROM unnest(%s::bigint[], %s::bytea[], %s::integer[], %s::smallint[], %s::bytea[])"
+            " RETURNING id, guid_tag",
+            [list(column) for column in zip(*rows, strict=True)],
         )
-        row_ids = dict((guid, row_id) for row_id, guid in cursor.fetchall())
-    for delivery in deliveries:
-        delivery.row_id = row_ids[delivery.guid]
+        row_ids = {bytes(tag): row_id for row_id, tag in cursor.fetchall()}
+    for delivery, row in zip(deliveries, rows, strict=True):
+        delivery.row_id = row_ids[row[1]]
 
 
-def _insert_values(deliveries: list[Delivery]) -> None:
-    params = []
-    for delivery in deliveries:
-        params += [delivery.device_pk, db_uuid(delivery.guid), delivery.server_timestamp, delivery.story, delivery.envelope]
+def _insert_values(deliveries: list[Delivery], rows: list[tuple]) -> None:
+    params = [value for row in rows for value in row]
     with connection.cursor() as cursor:
         cursor.execute(_insert_sql(len(deliveries)), params)
         # Rows come back in the order of VALUES (SQLite ≥ 3.35; bulk_create relies on it too).
@@ -661,23 +673,41 @@ def _insert_sql(rows: int) -> str:
 # --- Reading and acknowledging ------------------------------------------------------------------
 
 
-def retention_cutoff_ms() -> int:
-    return now_ms() - settings.MESSAGE_RETENTION_DAYS * 86_400_000
+def retention_cutoff_hour() -> int:
+    """Rows queued before this hour are expired (kept to the hour: the row holds no finer time)."""
+    return (now_ms() - settings.MESSAGE_RETENTION_DAYS * 86_400_000) // HOUR_MS
 
 
 def list_queued(*, device_pk: int, after_id: int = 0, limit: int = 100, stories: bool = True) -> list[tuple]:
-    """(row id, guid, envelope, story) of a device's queue in order, oldest first; expired rows are
-    not delivered even before the purge removes them."""
-    rows = QueuedMessage.objects.filter(
-        device_id=device_pk, id__gt=after_id, server_timestamp__gte=retention_cutoff_ms()
-    )
-    if not stories:
-        rows = rows.filter(story=False)
-    return list(rows.order_by("id").values_list("id", "guid", "envelope", "story")[:limit])
+    """(row id, envelope, story) of a device's queue in order, oldest first, opened; expired rows
+    are not delivered even before the purge removes them, nor rows that do not open."""
+    listed: list[tuple] = []
+    while len(listed) < limit:
+        wanted = limit - len(listed)
+        rows = list(
+            QueuedMessage.objects.filter(device_id=device_pk, id__gt=after_id, queued_hour__gte=retention_cutoff_hour())
+            .order_by("id")
+            .values_list("id", "key_id", "envelope")[:wanted]
+        )
+        unreadable = 0
+        for row_id, key_id, sealed in rows:
+            try:
+                envelope, story = unseal(key_id, sealed, device_pk=device_pk)
+            except UnreadableEnvelope:
+                unreadable += 1  # it stays until its key is restored or it expires
+                continue
+            if stories or not story:
+                listed.append((row_id, envelope, story))
+        if unreadable:
+            logger.error("queued messages do not open: is a queue key missing?", extra={"count": unreadable})
+        if len(rows) < wanted:
+            break
+        after_id = rows[-1][0]
+    return listed
 
 
 def has_queued(*, device_pk: int) -> bool:
-    return QueuedMessage.objects.filter(device_id=device_pk, server_timestamp__gte=retention_cutoff_ms()).exists()
+    return QueuedMessage.objects.filter(device_id=device_pk, queued_hour__gte=retention_cutoff_hour()).exists()
 
 
 def acknowledge_messages(*, device, row_ids: list[int] | None = None, guids: list[uuid.UUID] | None = None) -> int:
@@ -687,7 +717,7 @@ def acknowledge_messages(*, device, row_ids: list[int] | None = None, guids: lis
         return acknowledge_rows({(device.pk, device.device_id): row_ids})
     if not guids:
         return 0
-    by_guid, params = _any("guid", guids, "uuid")
+    by_guid, params = _any("guid_tag", [tag for guid in guids for tag in guid_tags(guid)], "bytea")
     return _delete_acknowledged(f"device_id = %s AND {by_guid}", [device.pk, *params], {device.pk: device.device_id})
 
 
@@ -714,9 +744,15 @@ def _delete_acknowledged(condition: str, params: list, device_ids: dict[int, int
     with transaction.atomic():
         with connection.cursor() as cursor:
             # One statement: the rows we delete are exactly the ones we build receipts for.
-            cursor.execute(f"DELETE FROM {table} WHERE {condition} RETURNING device_id, envelope", params)
+            cursor.execute(f"DELETE FROM {table} WHERE {condition} RETURNING device_id, key_id, envelope", params)
             deleted = cursor.fetchall()
-        _queue_receipts([(device_ids[device_pk], bytes(envelope)) for device_pk, envelope in deleted])
+        acknowledged = []
+        for device_pk, key_id, sealed in deleted:
+            try:
+                acknowledged.append((device_ids[device_pk], unseal(key_id, sealed, device_pk=device_pk)[0]))
+            except UnreadableEnvelope:
+                pass  # never delivered (it does not open), so it has no receipt to give
+        _queue_receipts(acknowledged)
     return len(deleted)
 
 
@@ -768,9 +804,39 @@ def _queue_receipts(acknowledged: list[tuple[int, bytes]]) -> None:
     deliver_envelopes(deliveries)
 
 
+def reseal_queued(*, batch: int = 1000) -> tuple[int, int]:
+    """Seal every queued row not under the current queue key again under it (a key rotation);
+    returns (rows resealed, rows that do not open). Rows an ack holds meanwhile are skipped: it
+    deletes them."""
+    current = queue_keys().current
+    resealed = unreadable = 0
+    after_id = 0
+    while True:
+        with transaction.atomic():
+            rows = QueuedMessage.objects.filter(id__gt=after_id).exclude(key_id=current.id).order_by("id")
+            if connection.features.has_select_for_update_skip_locked:
+                rows = rows.select_for_update(skip_locked=True)
+            rows = list(rows.only("id", "device_id", "key_id", "envelope")[:batch])
+            if not rows:
+                return resealed, unreadable
+            changed = []
+            for row in rows:
+                try:
+                    envelope, story = row.open()
+                except UnreadableEnvelope:
+                    unreadable += 1
+                    continue
+                row.key_id, row.envelope = seal(envelope, story=story, device_pk=row.device_id)
+                row.guid_tag = guid_tag(uuid.UUID(bytes=parse_envelope(envelope).server_guid), current)
+                changed.append(row)
+            QueuedMessage.objects.bulk_update(changed, ["key_id", "envelope", "guid_tag"])
+            resealed += len(changed)
+            after_id = rows[-1].id
+
+
 def purge_expired_messages() -> int:
     """Delete undelivered messages older than the retention (MESSAGE_RETENTION_DAYS)."""
-    deleted, _ = QueuedMessage.objects.filter(server_timestamp__lt=retention_cutoff_ms()).delete()
+    deleted, _ = QueuedMessage.objects.filter(queued_hour__lt=retention_cutoff_hour()).delete()
     if deleted:
         logger.info("purged expired messages", extra={"count": deleted})
     return deleted

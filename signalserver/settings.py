@@ -174,6 +174,10 @@ CELERY_BEAT_SCHEDULE = {
 # --- Messaging ------------------------------------------------------------------------------
 # Undelivered messages are deleted this many days after the server accepted them.
 MESSAGE_RETENTION_DAYS = env_int("MESSAGE_RETENTION_DAYS", 30)
+# Queued envelopes are sealed under these keys, never kept in the database (messaging/sealing.py):
+# `id:base64` entries, newest first, inline or one per line in a file. Development makes its own.
+QUEUE_KEYS = env("QUEUE_KEYS")
+QUEUE_KEYS_FILE = env("QUEUE_KEYS_FILE") or ("" if PRODUCTION else str(BASE_DIR / "var" / "queue.keys"))
 # A profile version another replaced stays readable this many days (contacts still on the old
 # profile key), then it and its avatar are deleted.
 PROFILE_GRACE_DAYS = env_int("PROFILE_GRACE_DAYS", 30)
@@ -394,6 +398,8 @@ if PRODUCTION:
         problems.append("DEBUG is on")
     if not ALLOWED_HOSTS or any(host == "*" or host.startswith("*") for host in ALLOWED_HOSTS):
         problems.append("ALLOWED_HOSTS is empty or holds a wildcard")
+    if not QUEUE_KEYS and not QUEUE_KEYS_FILE:
+        problems.append("neither QUEUE_KEYS nor QUEUE_KEYS_FILE is set")
     if VERIFICATION_SENDER == "development" or CAPTCHA_PROVIDER == "development":
         problems.append("development verification sender or captcha provider")
     if problems:

@@ -28,6 +28,7 @@ import base64
 import json
 import os
 import sqlite3
+import stat
 import subprocess
 import sys
 import time
@@ -40,6 +41,7 @@ import httpx
 import pytest
 
 from messaging.envelopes import SERVER_DELIVERY_RECEIPT, parse_envelope
+from messaging.sealing import load_keys, parse_keys, unseal
 from signalserver.proto.sealed_sender_pb2 import SenderCertificate, ServerCertificate
 from tests.live_clients import MESSAGE_PATH, ChatSocket, register_account
 from tests.messaging.helpers import message_list
@@ -58,6 +60,7 @@ from signalserver.settings import *  # noqa: F403
 
 DATABASES["default"]["NAME"] = {database!r}  # noqa: F405
 STORAGES["media"]["OPTIONS"]["location"] = {media!r}  # noqa: F405
+QUEUE_KEYS_FILE = {queue_keys!r}
 """
 
 # What the settings must have chosen without DATABASE_URL and REDIS_URL, printed by `manage.py shell`.
@@ -135,7 +138,7 @@ def embedded_run(directory: Path) -> Iterator[tuple[ServerProcess, Path, bytes]]
     leaves the block."""
     database = directory / "db.sqlite3"
     media = directory / "media"
-    (directory / f"{SETTINGS_MODULE}.py").write_text(SETTINGS_SOURCE.format(database=str(database), media=str(media)))
+    (directory / f"{SETTINGS_MODULE}.py").write_text(SETTINGS_SOURCE.format(database=str(database), media=str(media), queue_keys=str(directory / "queue.keys")))
     env = embedded_environment(directory)
     checkout_database = PROJECT / "db.sqlite3"
     checkout_had_database = checkout_database.exists()
@@ -170,14 +173,19 @@ def embedded_run(directory: Path) -> Iterator[tuple[ServerProcess, Path, bytes]]
 
 
 def queued_guids(database: Path, aci: str) -> set[uuid.UUID]:
-    """The server's queue for an account, read from its SQLite file (UUIDs are 32 hex digits there)."""
+    """The server's queue for an account, read from its SQLite file (UUIDs are 32 hex digits there)
+    and opened with the queue key the development run made for itself, readable by its owner only."""
+    key_file = database.parent / "queue.keys"
+    assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
+    keys = load_keys(parse_keys(key_file.read_text(), source="the run's key file"))
     with closing(sqlite3.connect(f"file:{database}?mode=ro", uri=True, timeout=WAIT)) as db:
         rows = db.execute(
-            "SELECT q.guid FROM messaging_queuedmessage q JOIN accounts_device d ON d.id = q.device_id"
-            " WHERE d.account_id = ?",
+            "SELECT q.device_id, q.key_id, q.envelope FROM messaging_queuedmessage q"
+            " JOIN accounts_device d ON d.id = q.device_id WHERE d.account_id = ?",
             [uuid.UUID(aci).hex],
         ).fetchall()
-    return {uuid.UUID(guid) for (guid,) in rows}
+    envelopes = [parse_envelope(unseal(key_id, sealed, device_pk=device_pk, keys=keys)[0]) for device_pk, key_id, sealed in rows]
+    return {uuid.UUID(bytes=envelope.server_guid) for envelope in envelopes}
 
 
 async def test_the_embedded_defaults_register_deliver_receipt_and_check_devices(tmp_path):

@@ -49,7 +49,8 @@ async def send_over_socket(ws, destination, registration_id, content: bytes, tim
 
 @database_sync_to_async
 def queued_guids(account_id) -> set[uuid.UUID]:
-    return set(QueuedMessage.objects.filter(device__account_id=account_id).values_list("guid", flat=True))
+    rows = QueuedMessage.objects.filter(device__account_id=account_id)
+    return {uuid.UUID(bytes=parse_envelope(row.open()[0]).server_guid) for row in rows}
 
 
 def guid_of(request) -> uuid.UUID:

@@ -36,7 +36,7 @@ def to(account, *devices, content=b"hi", type=1, **fields) -> SendRequest:
 
 def queued_contents(account) -> list[bytes]:
     rows = QueuedMessage.objects.filter(device__account=account).order_by("id")
-    return [parse_envelope(bytes(row.envelope)).content for row in rows]
+    return [parse_envelope(row.open()[0]).content for row in rows]
 
 
 def test_each_send_of_a_batch_gets_its_own_outcome_and_only_good_ones_are_queued():

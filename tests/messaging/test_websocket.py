@@ -467,7 +467,7 @@ async def test_a_long_poll_without_credentials_is_401():
 async def test_without_beat_a_connecting_device_triggers_the_hourly_purge(pair, settings, monkeypatch):
     alice, bob = pair
     await sync_to_async(send_rest)(alice, bob)
-    await database_sync_to_async(QueuedMessage.objects.update)(server_timestamp=1)
+    await database_sync_to_async(QueuedMessage.objects.update)(queued_hour=0)
     settings.CELERY_TASK_ALWAYS_EAGER = True
     monkeypatch.setattr(purges, "_last_run", -1e9)
 
