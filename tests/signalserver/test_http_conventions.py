@@ -147,7 +147,7 @@ def test_production_mode_refuses_unsafe_settings(env, problem):
 
 
 def test_production_mode_starts_with_safe_settings():
-    env = {"SECRET_KEY": "s" * 50, "ALLOWED_HOSTS": "chat.example.org", "SIGNALSERVER_ENV": "production"}
+    env = {"SECRET_KEY": "s" * 50, "ALLOWED_HOSTS": "chat.example.org", "SIGNALSERVER_ENV": "production", "QUEUE_KEYS": "1:" + "A" * 43 + "="}
     result = subprocess.run(
         [sys.executable, "-c", "import django; django.setup()"],
         env={"DJANGO_SETTINGS_MODULE": "signalserver.settings", "PATH": "/usr/bin", **env},
