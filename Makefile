@@ -38,7 +38,7 @@ serve: $(VENV)/.runtime
 	$(BIN)/honcho start
 
 ## test: the whole suite on PostgreSQL and Redis (DATABASE_URL / REDIS_URL, default: local services)
-test: $(VENV)/.dev | /usr/bin/chromium /usr/bin/turnserver
+test: $(VENV)/.dev | /usr/bin/chromium /usr/bin/turnserver /usr/bin/systemd-analyze
 	$(BIN)/python -m pytest
 
 # Debian's chromium for the browser tests (tests/browser): Playwright drives it, downloads no browser.
@@ -55,6 +55,11 @@ APT_COTURN := $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y --no
 	$(APT_COTURN) || { $(SUDO) apt-get update && $(APT_COTURN); }
 	if [ -d /run/systemd/system ]; then $(SUDO) systemctl disable --now coturn.service; \
 	else $(SUDO) update-rc.d coturn disable && { $(SUDO) /etc/init.d/coturn stop || true; }; fi
+
+# Debian's systemd for `systemd-analyze verify` of deploy/systemd (tests/test_systemd_units.py).
+APT_SYSTEMD := $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends systemd
+/usr/bin/systemd-analyze:
+	$(APT_SYSTEMD) || { $(SUDO) apt-get update && $(APT_SYSTEMD); }
 
 ## bench: load scenarios against a running server (SCENARIO=..., see bench/README.md)
 bench: $(VENV)/.dev

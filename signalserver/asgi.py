@@ -14,13 +14,18 @@ from django.conf import settings  # noqa: E402
 from media import avatars, tus  # noqa: E402
 from signalserver.client_address import ClientAddressMiddleware  # noqa: E402
 from signalserver.routing import websocket_urlpatterns  # noqa: E402
+from signalserver.static import StaticFiles  # noqa: E402
 
+static_files = StaticFiles()
 
 
 async def http_application(scope, receive, send):
-    """Attachment uploads and downloads (media.tus) stream their bodies; everything else is Django."""
+    """Attachment uploads and downloads (media.tus) stream their bodies, static files are
+    WhiteNoise's (signalserver.static); everything else is Django."""
     path = scope["path"]
-    if path == tus.PREFIX or path.startswith(tus.PREFIX + "/"):
+    if static_files.serves(path):
+        await static_files(scope, receive, send)
+    elif path == tus.PREFIX or path.startswith(tus.PREFIX + "/"):
         await tus.app(scope, receive, send)
     elif avatars.refused_unread(scope):
         await tus.respond(send, 400, {}, body={"code": 400, "message": "EntityTooLarge: the upload exceeds the largest avatar"})

@@ -1,6 +1,8 @@
-"""HTTP middleware shared by every route: the request log line, `X-Signal-Timestamp`, and 503
-rather than 500 when a view fails because PostgreSQL or Redis cannot be reached."""
+"""HTTP middleware shared by every route: the request log line, `X-Signal-Timestamp`, 503
+rather than 500 when a view fails because PostgreSQL or Redis cannot be reached, and JSON (never
+HTML) error answers outside the admin."""
 
+import json
 import logging
 import time
 
@@ -79,3 +81,26 @@ class DependencyUnavailableMiddleware(_Middleware):
             return None
         status, body, headers = mapped
         return JsonResponse(body, status=status, headers=headers)
+
+
+class JsonErrorsMiddleware(_Middleware):
+    """API clients never get an HTML page: the body of an error answer that is not JSON (Django's
+    debug pages with DEBUG on, its 403 and 405 pages, a refused Host header) becomes
+    `{"code", "message"}`, on every route but the admin's, which keeps Django's pages. The response
+    itself is kept (status, headers, cookies, and Django's note that it has logged it)."""
+
+    def process(self, request, response):
+        if response.status_code < 400 or response.get("Content-Type", "").startswith("application/json"):
+            return response
+        match = getattr(request, "resolver_match", None)
+        if match is not None and "admin" in match.namespaces:
+            return response
+        body = json.dumps({"code": response.status_code, "message": response.reason_phrase.capitalize()}).encode()
+        if response.streaming:
+            response.streaming_content = [body]
+        else:
+            response.content = body
+        response["Content-Type"] = "application/json"
+        if response.has_header("Content-Length"):
+            response["Content-Length"] = str(len(body))
+        return response

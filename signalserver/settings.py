@@ -76,6 +76,8 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "signalserver.middleware.RequestLogMiddleware",
+    # Outside every middleware that can answer an error page (Host check, CSRF), to turn it to JSON.
+    "signalserver.middleware.JsonErrorsMiddleware",
     "signalserver.middleware.SignalTimestampMiddleware",
     "signalserver.middleware.DependencyUnavailableMiddleware",
     "django.middleware.security.SecurityMiddleware",
