@@ -23,6 +23,7 @@ from signalserver.crypto import server_key
 from signalserver import ratelimit
 from signalserver.auth import MAX_CREDENTIAL_LENGTH, SaltedTokenHash
 from signalserver.errors import Conflict, DomainError, Forbidden, NotFound, Unauthorized, UnprocessableEntity
+from signalserver.timestamps import end_of_hour
 from signalserver.wire import b64encode_url
 
 LINK_TOKEN_LIFETIME = timedelta(minutes=10)
@@ -104,7 +105,8 @@ def link_device(
     try:
         with transaction.atomic():
             used = UsedLinkToken.objects.create(
-                identifier=identifier, expires_at=timezone.now() + LINKED_DEVICE_NOTICE_LIFETIME
+                # Rounded up to the hour: the row does not record when the device was linked.
+                identifier=identifier, expires_at=end_of_hour(timezone.now() + LINKED_DEVICE_NOTICE_LIFETIME)
             )
     except IntegrityError:
         raise Forbidden("link token already used") from None

@@ -62,8 +62,9 @@ class Device(models.Model):
     user_agent = models.CharField(max_length=64, blank=True, default="")  # X-Signal-Agent
     apn_id = models.CharField(max_length=255, blank=True, default="")
     gcm_id = models.CharField(max_length=255, blank=True, default="")
-    # When the current push token was set: an "unregistered" report from the push service clears
-    # the token only if it refers to this one (spec §7.3).
+    # The hour the current push token was set (rounded down): an "unregistered" report from the
+    # push service clears the token only if it was set before (spec §7.3). Within that hour a token
+    # set again after the report is cleared too; the client sets it again.
     push_token_set_at = models.DateTimeField(null=True, blank=True)
     # Day granularity on purpose (privacy, spec §1.1).
     created = models.DateField(auto_now_add=True)
@@ -91,7 +92,7 @@ class RegistrationRecoveryPassword(models.Model):
     pni = models.UUIDField(primary_key=True)
     password_hash = models.CharField(max_length=80)
     salt = models.CharField(max_length=32)
-    created = models.DateTimeField(auto_now=True)
+    created = models.DateField(auto_now=True)  # the day it was set (privacy: not the registration's time)
 
 
 class DeletedAccount(models.Model):
@@ -99,7 +100,7 @@ class DeletedAccount(models.Model):
 
     number = models.CharField(max_length=20, primary_key=True)
     aci = models.UUIDField()
-    deleted_at = models.DateTimeField()
+    deleted_at = models.DateField()  # the day: the reuse window is counted in days
 
 
 class VerificationSession(models.Model):
@@ -124,8 +125,7 @@ class VerificationSession(models.Model):
     sender_refused = models.BooleanField(default=False)  # provider refused permanently
     # Why it refused (a spec §2.1 440 reason), repeated to later code requests in the session.
     sender_refusal_reason = models.CharField(max_length=24, blank=True, default="")
-    created_at = models.DateTimeField(auto_now_add=True)
-    updated_at = models.DateTimeField(auto_now=True)
+    # The exact times above serve the waits while the session lives; it is deleted once expired.
     expires_at = models.DateTimeField(db_index=True)
 
     class Meta:
@@ -136,7 +136,7 @@ class UsedLinkToken(models.Model):
     """A device-link token that was spent: each works once (spec §2.5). Kept until it expires."""
 
     identifier = models.CharField(max_length=64, primary_key=True)  # b64url(SHA-256(token))
-    expires_at = models.DateTimeField(db_index=True)
+    expires_at = models.DateTimeField(db_index=True)  # rounded up to the hour: not the time of linking
     # The device linked with it, for `wait_for_linked_device` (spec §2.5).
     device = models.ForeignKey(Device, on_delete=models.CASCADE, null=True, blank=True, related_name="+")
 
@@ -153,8 +153,10 @@ class TokenFamily(models.Model):
     # The device's credentials when the family began: a password change ends the family.
     credential_fingerprint = models.CharField(max_length=16)
     revoked = models.BooleanField(default=False)
-    created = models.DateTimeField(auto_now_add=True)
-    # When its newest refresh token expires; every token of the family is useless after that.
+    # The device's logins counted (1, 2, ...): beyond the limit the oldest go. A count, not a time.
+    serial = models.PositiveIntegerField(default=0)
+    # When its newest refresh token expires (rounded up to the day, as the tokens' own expiry);
+    # every token of the family is useless after that.
     expires_at = models.DateTimeField(db_index=True)
 
 
@@ -164,7 +166,7 @@ class RefreshToken(models.Model):
     token_hash = models.BinaryField(max_length=32, primary_key=True)
     family = models.ForeignKey(TokenFamily, on_delete=models.CASCADE, related_name="refresh_tokens")
     spent = models.BooleanField(default=False)
-    expires_at = models.DateTimeField(db_index=True)
+    expires_at = models.DateTimeField(db_index=True)  # rounded up to the day: not the time it was issued
 
 
 class TotpEnrolment(models.Model):
@@ -176,7 +178,7 @@ class TotpEnrolment(models.Model):
     confirmed = models.BooleanField(default=False)
     last_used_step = models.BigIntegerField(default=0)  # replay protection: each code works once
     backup_codes = models.JSONField(default=list)  # [[hash, salt], ...]
-    created = models.DateTimeField(auto_now_add=True)
+    created = models.DateField(auto_now_add=True)  # the day
 
 
 class RateLimitPushChallenge(models.Model):
@@ -227,7 +229,8 @@ class UsernameClaim(models.Model):
     hash = models.BinaryField(max_length=32, unique=True)
     account = models.ForeignKey(Account, on_delete=models.CASCADE, related_name="username_claims")
     kind = models.CharField(max_length=9, choices=[(CONFIRMED, CONFIRMED), (RESERVED, RESERVED), (HELD, HELD)])
-    expires = models.DateTimeField(null=True, blank=True)  # reserved and held claims
+    # Reserved claims: exact (5 minutes), purged once past. Held: rounded up to the day.
+    expires = models.DateTimeField(null=True, blank=True)
     zk_proof = models.BinaryField(max_length=1024, null=True, blank=True)  # stored opaque (no libsignal)
 
     class Meta:

@@ -260,7 +260,7 @@ def _aci_for_new_account(number: str) -> uuid.UUID:
     if deleted is None:
         return uuid.uuid4()
     deleted.delete()
-    recent = deleted.deleted_at >= timezone.now() - timedelta(days=settings.DELETED_ACCOUNT_ACI_REUSE_DAYS)
+    recent = deleted.deleted_at >= timezone.now().date() - timedelta(days=settings.DELETED_ACCOUNT_ACI_REUSE_DAYS)
     if recent and not Account.objects.filter(aci=deleted.aci).exists():
         return deleted.aci
     return uuid.uuid4()

@@ -26,7 +26,7 @@ def purge_account_records() -> int:
     now = timezone.now()
     deleted = delete_expired_sessions()
     deleted += UsedLinkToken.objects.filter(expires_at__lte=now).delete()[0]
-    deleted += DeletedAccount.objects.filter(deleted_at__lt=now - timedelta(days=settings.DELETED_ACCOUNT_ACI_REUSE_DAYS)).delete()[0]
+    deleted += DeletedAccount.objects.filter(deleted_at__lt=now.date() - timedelta(days=settings.DELETED_ACCOUNT_ACI_REUSE_DAYS)).delete()[0]
     deleted += TokenFamily.objects.filter(Q(expires_at__lte=now) | Q(revoked=True)).delete()[0]
     deleted += RefreshToken.objects.filter(expires_at__lte=now).delete()[0]
     deleted += RateLimitPushChallenge.objects.filter(expires_at__lte=now).delete()[0]

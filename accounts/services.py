@@ -135,7 +135,7 @@ def delete_account(*, account: Account) -> None:
     device_ids = list(account.devices.values_list("device_id", flat=True))
     if account.number:
         DeletedAccount.objects.update_or_create(
-            number=account.number, defaults={"aci": account.aci, "deleted_at": timezone.now()}
+            number=account.number, defaults={"aci": account.aci, "deleted_at": timezone.now().date()}
         )
     if account.pni:
         RegistrationRecoveryPassword.objects.filter(pni=account.pni).delete()

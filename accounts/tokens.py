@@ -8,7 +8,9 @@ changing or locking the device's password therefore ends the token, and checking
 the one query authentication makes anyway: the device row joined to its family row.
 
 Refresh tokens are opaque random strings; only their SHA-256 is stored. Spent ones are kept until
-they expire so that a second use can be recognised as theft.
+they expire so that a second use can be recognised as theft. Expiries are kept to the day (rounded
+up: a refresh token lasts 30 to 31 days), so the rows do not record when a device logged in or
+refreshed (docs/privacy.md).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from accounts.models import Device, RefreshToken, TokenFamily
 from accounts.services import disconnect_devices
 from signalserver.crypto import server_key
 from signalserver.errors import Unauthorized
+from signalserver.timestamps import end_of_day
 
 ACCESS_TOKEN_LIFETIME = timedelta(hours=1)
 REFRESH_TOKEN_LIFETIME = timedelta(days=30)
@@ -76,6 +79,10 @@ def _moment(now: float) -> datetime:
     return datetime.fromtimestamp(now, UTC)
 
 
+def _refresh_expiry(now: float) -> datetime:
+    return end_of_day(_moment(now) + REFRESH_TOKEN_LIFETIME)
+
+
 def encode_access_token(device: Device, family: uuid.UUID, *, now: float) -> str:
     """The access token of a device in a family, issued at `now` (seconds since the epoch)."""
     claims = {
@@ -93,8 +100,7 @@ def encode_access_token(device: Device, family: uuid.UUID, *, now: float) -> str
 
 def _pair(device: Device, family: TokenFamily, now: float) -> TokenPair:
     refresh_token = secrets.token_urlsafe(32)
-    expires_at = _moment(now) + REFRESH_TOKEN_LIFETIME
-    RefreshToken.objects.create(token_hash=_hash(refresh_token), family=family, expires_at=expires_at)
+    RefreshToken.objects.create(token_hash=_hash(refresh_token), family=family, expires_at=_refresh_expiry(now))
     return TokenPair(
         encode_access_token(device, family.pk, now=now), refresh_token, int(ACCESS_TOKEN_LIFETIME.total_seconds())
     )
@@ -107,12 +113,13 @@ def issue_tokens(*, device: Device, now: float | None = None) -> TokenPair:
     # Housekeeping of this device's logins, here rather than in a periodic job: expired families
     # go, and so do the oldest beyond the limit.
     TokenFamily.objects.filter(device=device, expires_at__lt=_moment(now)).delete()
-    keep = TokenFamily.objects.filter(device=device).order_by("-created").values_list("pk", flat=True)
-    TokenFamily.objects.filter(device=device).exclude(pk__in=list(keep[: MAX_FAMILIES_PER_DEVICE - 1])).delete()
+    serials = list(TokenFamily.objects.filter(device=device).order_by("-serial").values_list("serial", flat=True))
+    TokenFamily.objects.filter(device=device, serial__in=serials[MAX_FAMILIES_PER_DEVICE - 1 :]).delete()
     family = TokenFamily.objects.create(
         device=device,
         credential_fingerprint=credential_fingerprint(device),
-        expires_at=_moment(now) + REFRESH_TOKEN_LIFETIME,
+        serial=(serials[0] if serials else 0) + 1,
+        expires_at=_refresh_expiry(now),
     )
     return _pair(device, family, now)
 
@@ -149,7 +156,7 @@ def _spend(refresh_token: str, now: float) -> TokenPair | None:
     stored.save(update_fields=["spent"])
     # Spent tokens are only needed to recognise reuse while they could still be presented.
     RefreshToken.objects.filter(family=family, expires_at__lt=_moment(now)).delete()
-    TokenFamily.objects.filter(pk=family.pk).update(expires_at=_moment(now) + REFRESH_TOKEN_LIFETIME)
+    TokenFamily.objects.filter(pk=family.pk).update(expires_at=_refresh_expiry(now))
     return _pair(device, family, now)
 
 

@@ -24,6 +24,7 @@ from django.utils import timezone
 from accounts.models import Account, UsernameClaim, UsernameLink
 from signalserver import ratelimit
 from signalserver.errors import Conflict, DomainError, NotFound
+from signalserver.timestamps import end_of_day
 
 RESERVATION_SECONDS = 5 * 60
 HOLD_DAYS = 7
@@ -112,10 +113,11 @@ def _hold_confirmed(account: Account, now) -> None:
     """The account's confirmed hash, if any, becomes a hold for HOLD_DAYS; beyond MAX_HOLDS the
     oldest holds go."""
     updated = UsernameClaim.objects.filter(account=account, kind=UsernameClaim.CONFIRMED).update(
-        kind=UsernameClaim.HELD, expires=now + timedelta(days=HOLD_DAYS)
+        kind=UsernameClaim.HELD, expires=end_of_day(now + timedelta(days=HOLD_DAYS))  # not the time it was given up
     )
     if updated:
-        holds = UsernameClaim.objects.filter(account=account, kind=UsernameClaim.HELD, expires__gt=now).order_by("-expires")
+        # Newest first: holds end on whole days, so among one day's the later claimed (higher pk).
+        holds = UsernameClaim.objects.filter(account=account, kind=UsernameClaim.HELD, expires__gt=now).order_by("-expires", "-pk")
         stale = list(holds.values_list("pk", flat=True)[MAX_HOLDS:])
         UsernameClaim.objects.filter(Q(pk__in=stale) | Q(account=account, kind=UsernameClaim.HELD, expires__lte=now)).delete()
 

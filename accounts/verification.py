@@ -188,11 +188,12 @@ def update_session(
     403 (with the session) when a challenge or captcha is wrong; earlier changes stay saved."""
     raw_id = session_id_from_text(session_id)
     _check_push_token_pair(push_token, push_token_type)
-    # Every answer to a challenge costs a permit of the session's bucket, right or wrong.
+    # Every answer to a challenge costs a permit of the session's bucket, right or wrong. Keyed by
+    # a hash of the id: the id is what lets a client act on the session.
     if push_challenge is not None:
-        ratelimit.check("verificationPushChallenge", raw_id.hex())
+        ratelimit.check("verificationPushChallenge", ratelimit.hashed(raw_id.hex()))
     if captcha is not None:
-        ratelimit.check("verificationCaptcha", raw_id.hex())
+        ratelimit.check("verificationCaptcha", ratelimit.hashed(raw_id.hex()))
     provider = get_captcha_provider() if captcha is not None else None
 
     session, challenge_rejected = _apply_push_information(raw_id, push_token, push_token_type, push_challenge)
@@ -521,4 +522,4 @@ def _expiry(session: VerificationSession, now: datetime) -> datetime:
 def _save(session: VerificationSession, now: datetime, fields: list[str]) -> None:
     """Save the changed fields; every update moves the expiry (SESSION_TTL after the longest wait)."""
     session.expires_at = _expiry(session, now)
-    session.save(update_fields=[*fields, "expires_at", "updated_at"])
+    session.save(update_fields=[*fields, "expires_at"])

@@ -257,7 +257,7 @@ def fetch_prekey_bundle(*, caller, access_key: bytes | None, target: ServiceId, 
 def _check_prekey_fetch_rate(caller, target: ServiceId, device_selector: str, devices) -> None:
     """The `prekeys` limiter (spec §3.3), keyed by the caller's device and the target device."""
     registration = str(devices[0].registration_id) if device_selector != "*" else "*"
-    key = f"{caller.account.aci}.{caller.device.device_id}__{target.uuid}.{device_selector}.{registration}"
+    key = ratelimit.pair_key(f"{caller.account.aci}.{caller.device.device_id}", f"{target.uuid}.{device_selector}.{registration}")
     ratelimit.check("prekeys", key, aci=caller.account.aci)
 
 

@@ -90,7 +90,7 @@ class SpamReport(models.Model):
     source_aci = models.UUIDField(db_index=True)
     reporter_aci = models.UUIDField()
     message_guid = models.UUIDField()
-    created = models.DateTimeField(auto_now_add=True)
+    created = models.DateField(auto_now_add=True)  # the day: retention is counted in days
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.OPEN)
 
     class Meta:

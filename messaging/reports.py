@@ -68,5 +68,5 @@ def _source_aci(source: str) -> uuid.UUID | None:
 def purge_reviewed_spam_reports() -> int:
     """Delete reports an operator reviewed (dismissed or actioned) SPAM_REPORT_RETENTION_DAYS ago
     or more; open ones stay until reviewed. How many went."""
-    cutoff = timezone.now() - timedelta(days=settings.SPAM_REPORT_RETENTION_DAYS)
+    cutoff = timezone.now().date() - timedelta(days=settings.SPAM_REPORT_RETENTION_DAYS)
     return SpamReport.objects.exclude(status=SpamReport.Status.OPEN).filter(created__lt=cutoff).delete()[0]

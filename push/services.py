@@ -27,6 +27,7 @@ from push import gateways, payloads, sender
 from push.models import PushDay
 from signalserver.errors import REDIS_UNAVAILABLE
 from signalserver.redis_clients import sync_redis
+from signalserver.timestamps import start_of_hour
 
 logger = logging.getLogger(__name__)
 
@@ -43,7 +44,8 @@ def set_push_token(*, device: Device, platform: str, token: str) -> None:
     rows = Device.objects.filter(pk=device.pk)
     if platform == FCM:
         rows = rows.filter(~Q(gcm_id=token) | ~Q(apn_id="") | Q(fetches_messages=True))
-    rows.update(**{field: token, other: "", "fetches_messages": False, "push_token_set_at": timezone.now()})
+    set_at = start_of_hour(timezone.now())  # the hour only (docs/privacy.md), see Device.push_token_set_at
+    rows.update(**{field: token, other: "", "fetches_messages": False, "push_token_set_at": set_at})
 
 
 def clear_push_token(*, device: Device, platform: str) -> None:

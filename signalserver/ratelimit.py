@@ -12,13 +12,14 @@ process-local table does the same.
 
 Services call `check` (never views), so REST and tunnelled WebSocket requests share every limit.
 Keys that hold a phone number or an IP address are hashed with a key derived from SECRET_KEY
-(`hashed`): Redis never sees them, and the hash cannot be reversed by trying every number.
+(`hashed`): Redis never sees them, and the hash cannot be reversed by trying every number. So are
+both sides of a pair key (`pair_key`), so that Redis does not show who writes to whom. A bucket
+is stored only while it is short of permits: its key expires the moment it would be full again.
 """
 
 from __future__ import annotations
 
 import hashlib
-import hmac
 import logging
 import math
 import threading
@@ -109,12 +110,14 @@ LIMITERS: dict[str, Limiter] = _limiters(
 
 def hashed(value: str) -> str:
     """A number or an IP address as a rate-limit key: keyed, so it cannot be reversed by guessing."""
-    return hmac.new(server_key("rate-limit keys"), value.encode(), hashlib.sha256).hexdigest()[:32]
+    # BLAKE2b keyed: a MAC in one call, a third of HMAC-SHA256's time (two per 1:1 send).
+    return hashlib.blake2b(value.encode(), key=server_key("rate-limit keys"), digest_size=16).hexdigest()
 
 
 def pair_key(source, destination) -> str:
-    """The key of a limiter counted per (sender, recipient), e.g. `messages`: `sourceAci__destinationAci`."""
-    return f"{source}__{destination}"
+    """The key of a limiter counted per (sender, recipient), e.g. `messages`: keyed hashes of both
+    sides, `hashed(source)__hashed(destination)`; a destination `*` matches every recipient."""
+    return f"{hashed(str(source))}__{'*' if destination == '*' else hashed(str(destination))}"
 
 
 def bucket_key(name: str, key: str) -> str:

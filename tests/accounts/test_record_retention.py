@@ -39,14 +39,14 @@ def test_the_hourly_purges_delete_what_can_no_longer_be_used_and_keep_the_rest(s
     expired_session, live_session = session(-timedelta(seconds=1)), session(hour)
     UsedLinkToken.objects.create(identifier="old", expires_at=now - timedelta(seconds=1))
     UsedLinkToken.objects.create(identifier="new", expires_at=now + hour)
-    DeletedAccount.objects.create(number="+12025550101", aci=uuid.uuid4(), deleted_at=now - timedelta(days=settings.DELETED_ACCOUNT_ACI_REUSE_DAYS, seconds=1))
+    DeletedAccount.objects.create(number="+12025550101", aci=uuid.uuid4(), deleted_at=now - timedelta(days=settings.DELETED_ACCOUNT_ACI_REUSE_DAYS + 1))
     DeletedAccount.objects.create(number="+12025550102", aci=uuid.uuid4(), deleted_at=now - timedelta(days=1))
     device = DeviceFactory()
     expired_family, revoked_family, live_family = family(device, expires_in=-hour), family(device, expires_in=hour, revoked=True), family(device, expires_in=hour)
     for index, (owner, expires_in, spent) in enumerate([(expired_family, hour, False), (revoked_family, hour, False), (live_family, -hour, False), (live_family, hour, True), (live_family, hour, False)]):
         RefreshToken.objects.create(token_hash=bytes([index]) * 32, family=owner, spent=spent, expires_at=now + expires_in)
     RateLimitPushChallenge.objects.create(account=device.account, challenge="c" * 32, expires_at=now - timedelta(seconds=1))
-    old = timezone.now() - timedelta(days=settings.SPAM_REPORT_RETENTION_DAYS, seconds=1)
+    old = timezone.now() - timedelta(days=settings.SPAM_REPORT_RETENTION_DAYS + 1)  # kept to the day
     for status in ("open", "dismissed", "actioned"):
         report = SpamReport.objects.create(source_aci=uuid.uuid4(), reporter_aci=uuid.uuid4(), message_guid=uuid.uuid4(), status=status)
         SpamReport.objects.filter(pk=report.pk).update(created=old)

@@ -59,7 +59,7 @@ def row(session) -> VerificationSession:
 
 def rewind(session, seconds: int) -> None:
     delta = timedelta(seconds=seconds)
-    names = ["updated_at", "expires_at", "last_sms_at", "last_call_at", "last_attempt_at", "code_expires_at"]
+    names = ["expires_at", "last_sms_at", "last_call_at", "last_attempt_at", "code_expires_at"]
     VerificationSession.objects.filter(pk=b64decode_url(session["id"])).update(**{n: F(n) - delta for n in names})
 
 

@@ -52,7 +52,7 @@ def rewind(session, seconds: int) -> None:
     """Let `seconds` pass for this session by moving all its timestamps into the past."""
     delta = timedelta(seconds=seconds)
     names = [
-        "created_at", "updated_at", "expires_at", "last_sms_at", "last_call_at", "last_attempt_at", "code_expires_at",
+        "expires_at", "last_sms_at", "last_call_at", "last_attempt_at", "code_expires_at",
     ]
     VerificationSession.objects.filter(pk=b64decode_url(session["id"])).update(**{n: F(n) - delta for n in names})
 

@@ -1,9 +1,11 @@
 """The push token endpoints (spec §7.1) through the real routes, over HTTP and tunnelled."""
 
 import json
+from datetime import timedelta
 
 import pytest
 from asgiref.sync import sync_to_async
+from django.utils import timezone
 
 from accounts.models import Device
 from tests.factories import DeviceFactory
@@ -56,9 +58,19 @@ def test_the_same_fcm_token_again_changes_nothing_but_an_apns_token_is_always_re
     assert fresh(device).push_token_set_at == first
 
     api.put("/v1/accounts/apn/", {"apnRegistrationId": APN_TOKEN}, format="json")
-    apn_first = fresh(device).push_token_set_at
+    yesterday = fresh(device).push_token_set_at - timedelta(days=1)
+    Device.objects.filter(pk=device.pk).update(push_token_set_at=yesterday)
     assert api.put("/v1/accounts/apn/", {"apnRegistrationId": APN_TOKEN}, format="json").status_code == 204
-    assert fresh(device).push_token_set_at > apn_first
+    assert fresh(device).push_token_set_at == yesterday + timedelta(days=1)
+
+
+def test_a_push_token_keeps_only_the_hour_it_was_set(client_for, device):
+    before = timezone.now()
+    client_for(device).put("/v1/accounts/apn/", {"apnRegistrationId": APN_TOKEN}, format="json")
+
+    set_at = fresh(device).push_token_set_at
+    assert (set_at.minute, set_at.second, set_at.microsecond) == (0, 0, 0)
+    assert before - timedelta(hours=1) < set_at <= before
 
 
 @pytest.mark.parametrize("platform,field", [("gcm", "gcm_id"), ("apn", "apn_id")])
