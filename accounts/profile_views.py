@@ -16,7 +16,7 @@ from accounts.profile_serializers import (
 )
 from accounts.views import UNAUTHORIZED, VALIDATION, validated
 from signalserver import ratelimit
-from signalserver.auth import optional_access_key
+from signalserver.auth import optional_access, optional_access_key
 from signalserver.errors import NotFound, UnprocessableEntity
 from signalserver.schema import RETRY_AFTER, error, rate_limited
 from signalserver.tunnel import Call
@@ -86,8 +86,9 @@ def _payload(profile: dict) -> dict:
 def get_profile(call: Call, service_id: str) -> tuple[int, dict]:
     """`GET /v1/profile/{serviceId}`, over HTTP (ProfileView) and as a hot route over sockets."""
     target = _service_id(service_id)
-    access_key = optional_access_key(call.headers, authenticated=call.principal is not None)
-    return 200, _payload(profiles.read_profile(caller=call.principal, access_key=access_key, target=target))
+    access_key, group_send_token = optional_access(call.headers, authenticated=call.principal is not None)
+    profile = profiles.read_profile(caller=call.principal, access_key=access_key, target=target, group_send_token=group_send_token)
+    return 200, _payload(profile)
 
 
 def get_versioned_profile(call: Call, service_id: str, version: str) -> tuple[int, dict]:
@@ -109,7 +110,13 @@ class ProfileView(APIView):
     @extend_schema(
         tags=TAGS,
         summary="An account's identity key and access facts (unversioned profile)",
-        parameters=OPTIONAL_ACCESS,
+        parameters=[
+            *OPTIONAL_ACCESS,
+            OpenApiParameter(
+                "Group-Send-Token", OpenApiTypes.STR, OpenApiParameter.HEADER,
+                description="instead of credentials: a group send token for exactly the target (see PUT /v1/messages/{destination})",
+            ),
+        ],
         responses={200: ProfileSerializer, **READ_ERRORS},
     )
     def get(self, request, service_id):

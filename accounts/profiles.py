@@ -123,9 +123,9 @@ def unidentified_access_checksum(access_key: bytes | None) -> bytes | None:
     return hmac.new(bytes(access_key), ZERO_BLOCK, hashlib.sha256).digest()
 
 
-def read_profile(*, caller, access_key: bytes | None, target: ServiceId) -> dict:
+def read_profile(*, caller, access_key: bytes | None, target: ServiceId, group_send_token: str | None = None) -> dict:
     """`GET /v1/profile/{serviceId}`: the target's identity key and access facts."""
-    account = readable_account(caller=caller, access_key=access_key, target=target)
+    account = readable_account(caller=caller, access_key=access_key, target=target, group_send_token=group_send_token)
     _check_rate(caller)
     return _identity_facts(account, target)
 

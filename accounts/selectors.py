@@ -4,6 +4,7 @@ import hmac
 
 from accounts.blocks import blocks
 from accounts.models import Account
+from groups.send_tokens import verify_group_send_token
 from signalserver.errors import NotFound, Unauthorized
 from signalserver.wire import ServiceId
 
@@ -32,12 +33,20 @@ def has_unidentified_access(account: Account, access_key: bytes) -> bool:
     return stored is not None and hmac.compare_digest(bytes(stored), access_key)
 
 
-def readable_account(*, caller, access_key: bytes | None, target: ServiceId) -> Account:
+def readable_account(*, caller, access_key: bytes | None, target: ServiceId, group_send_token: str | None = None) -> Account:
     """The account `target` names, for a read under Signal's "optional access" (spec §2.7, §3.3):
     an authenticated `caller` reads any existing account (404 otherwise); an anonymous one needs
     the account's access key, and gets 401 for a missing or wrong key, a PNI target or an account
     that does not exist, so that the answer never tells whether it exists. An account that the
-    target blocks reads nothing with its credentials (404)."""
+    target blocks reads nothing with its credentials (404). Instead of a key, an anonymous caller
+    may hold a group send token for exactly the target (`groups.send_tokens`; then 404 when the
+    account is gone: the token names it)."""
+    if caller is None and group_send_token is not None:
+        verify_group_send_token(group_send_token, [target])
+        account = get_account(target)
+        if account is None:
+            raise NotFound()
+        return account
     if caller is None and (access_key is None or target.is_pni):
         raise Unauthorized()
     account = get_account(target)

@@ -13,11 +13,11 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from bench.client import require_loopback  # noqa: E402
-from bench.scenarios import discovery, fanout, idle, latency, prekeys, profiles, push, relay, upload  # noqa: E402
+from bench.scenarios import discovery, fanout, group, idle, latency, prekeys, profiles, push, relay, upload  # noqa: E402
 
 SCENARIOS = {
     "prekeys": prekeys, "relay": relay, "latency": latency, "idle": idle, "fanout": fanout, "push": push, "upload": upload,
-    "profiles": profiles, "discovery": discovery,
+    "profiles": profiles, "discovery": discovery, "group": group,
 }  # fmt: skip
 
 
@@ -34,7 +34,8 @@ def main(argv=None) -> None:
     parser.add_argument("--rate", type=float, default=200.0, help="latency: offered messages per second in total")
     parser.add_argument("--sockets", type=int, default=1000, help="idle: sockets to hold open (at most 10,000)")
     parser.add_argument("--recipients", type=int, default=1000, help="fanout: recipients of the send")
-    parser.add_argument("--rounds", type=int, default=3, help="fanout: sends, each to every recipient")
+    parser.add_argument("--rounds", type=int, default=3, help="fanout, group: sends, each to every recipient")
+    parser.add_argument("--members", type=int, default=1000, help="group: members of the group (at most 1,000)")
     parser.add_argument("--devices", type=int, default=10_000, help="push: offline devices, half APNs, half FCM")
     parser.add_argument("--workers", type=int, default=1, help="push: Celery worker processes")
     parser.add_argument("--senders", type=int, default=8, help="push: sockets sending, --window sends in flight each")

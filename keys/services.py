@@ -227,16 +227,19 @@ class PreKeyBundle:
     devices: list[DeviceBundle]
 
 
-def fetch_prekey_bundle(*, caller, access_key: bytes | None, target: ServiceId, device_selector: str) -> PreKeyBundle:
+def fetch_prekey_bundle(
+    *, caller, access_key: bytes | None, target: ServiceId, device_selector: str, group_send_token: str | None = None
+) -> PreKeyBundle:
     """The one call site of every prekey fetch: authorise, rate limit, then claim one-time keys.
 
     `caller` is the authenticated device (or None); anonymous callers need the target's
-    unidentified access key, and get 401 wherever an authenticated caller would get 404.
+    unidentified access key, and get 401 wherever an authenticated caller would get 404, or a
+    group send token for the target, which names it (404 as for a caller).
     """
     if device_selector != "*" and not (device_selector.isascii() and device_selector.isdigit()):
         raise UnprocessableEntity("deviceId must be a number or *")
-    not_found = NotFound if caller is not None else Unauthorized
-    account = readable_account(caller=caller, access_key=access_key, target=target)
+    not_found = NotFound if caller is not None or group_send_token is not None else Unauthorized
+    account = readable_account(caller=caller, access_key=access_key, target=target, group_send_token=group_send_token)
     devices = Device.objects.filter(account=account).order_by("device_id")
     if device_selector != "*":
         wanted = int(device_selector)

@@ -15,7 +15,7 @@ from keys.serializers import (
     PreKeyBundleSerializer,
     SetKeysSerializer,
 )
-from signalserver.auth import optional_access_key
+from signalserver.auth import optional_access
 from signalserver.errors import BadRequest, Conflict, Unauthorized, UnprocessableEntity
 from signalserver.schema import RETRY_AFTER, rate_limited
 from signalserver.wire import ServiceId
@@ -122,6 +122,10 @@ class PreKeyBundleView(APIView):
             OpenApiParameter("service_id", OpenApiTypes.STR, OpenApiParameter.PATH, description="ACI or PNI:<uuid>"),
             OpenApiParameter("device_id", OpenApiTypes.STR, OpenApiParameter.PATH, description="device id or *"),
             OpenApiParameter("Unidentified-Access-Key", OpenApiTypes.STR, OpenApiParameter.HEADER, description="instead of credentials"),
+            OpenApiParameter(
+                "Group-Send-Token", OpenApiTypes.STR, OpenApiParameter.HEADER,
+                description="instead of credentials: a group send token for exactly the target (see PUT /v1/messages/{destination})",
+            ),
             RETRY_AFTER,
         ],
         responses={
@@ -138,8 +142,12 @@ class PreKeyBundleView(APIView):
             target = ServiceId.parse(service_id)
         except ValueError:
             raise UnprocessableEntity("invalid service id") from None
-        access_key = optional_access_key(request.headers, authenticated=request.auth is not None)
+        access_key, group_send_token = optional_access(request.headers, authenticated=request.auth is not None)
         bundle = services.fetch_prekey_bundle(
-            caller=request.auth, access_key=access_key, target=target, device_selector=device_id
+            caller=request.auth,
+            access_key=access_key,
+            target=target,
+            device_selector=device_id,
+            group_send_token=group_send_token,
         )
         return Response(PreKeyBundleSerializer(bundle).data)

@@ -53,7 +53,7 @@ def _send_request(call: Call, destination: str) -> SendRequest:
     except ValueError:
         raise UnprocessableEntity("invalid destination") from None
     story = _query_bool(call, "story", default=False)
-    access_key = _anonymous_access(call, story=story)
+    access_key, group_send_token = _anonymous_access(call, story=story)
     data = _json_object(call.body)
     raw_messages = data.get("messages")
     if not isinstance(raw_messages, list) or not 0 < len(raw_messages) <= MAX_MESSAGES_PER_SEND:
@@ -67,13 +67,14 @@ def _send_request(call: Call, destination: str) -> SendRequest:
         story=story,
         timestamp=_int(data, "timestamp", default=0),
         access_key=access_key,
+        group_send_token=group_send_token,
     )
 
 
 def put_multi_recipient_message(call: Call) -> tuple[int, dict]:
     """PUT /v1/messages/multi_recipient (spec §4.2): one sealed payload for many recipients."""
     story = _query_bool(call, "story", default=False)
-    access_key = _anonymous_access(call, story=story, uses_credentials=False)
+    access_key, group_send_token = _anonymous_access(call, story=story, uses_credentials=False)
     if len(call.body) > MAX_BODY_BYTES:
         raise ContentTooLarge()
     try:
@@ -83,6 +84,7 @@ def put_multi_recipient_message(call: Call) -> tuple[int, dict]:
     uuids404 = send_multi_recipient_message(
         message=parse_multi_recipient(call.body),
         access_key=access_key,
+        group_send_token=group_send_token,
         timestamp=timestamp,
         online=_query_bool(call, "online", default=False),
         urgent=_query_bool(call, "urgent", default=True),
@@ -103,13 +105,10 @@ def get_delivery_certificate(call: Call) -> tuple[int, dict]:
     return 200, {"certificate": b64encode(certificate)}
 
 
-def _anonymous_access(call: Call, *, story: bool, uses_credentials: bool = True) -> bytes | None:
-    """The access key of an anonymous send after the mixed-authorization rules (spec §4.1, §4.2);
-    `uses_credentials` is false for multi-recipient sends, which ignore device credentials.
-
-    Group send tokens are zkgroup credentials, which this server cannot verify (spec "Not
-    supported"): they are refused like a wrong key, after the same 400s Signal gives for mixing.
-    """
+def _anonymous_access(call: Call, *, story: bool, uses_credentials: bool = True) -> tuple[bytes | None, str | None]:
+    """(access key, group send token) of an anonymous send after the mixed-authorization rules
+    (spec §4.1, §4.2); `uses_credentials` is false for multi-recipient sends, which ignore device
+    credentials. The service checks the token against the send's recipients."""
     header = call.headers.get("unidentified-access-key")
     token = call.headers.get("group-send-token")
     authenticated = uses_credentials and call.principal is not None
@@ -118,13 +117,13 @@ def _anonymous_access(call: Call, *, story: bool, uses_credentials: bool = True)
     if header is not None and authenticated:
         raise BadRequest("credentials and an access key cannot be combined")
     if token is not None:
-        raise Unauthorized()
+        return None, token
     if header is None or story:
-        return None  # stories need no authorization; a key sent with one is ignored
+        return None, None  # stories need no authorization; a key sent with one is ignored
     key = parse_access_key(header)
     if key is None:
         raise Unauthorized()
-    return key
+    return key, None
 
 
 def report_spam_message(call: Call, source: str, guid: str) -> tuple[int, None]:

@@ -23,6 +23,7 @@ from django.db import IntegrityError, connection, transaction
 from accounts.models import MAX_DEVICE_ID, Account, Device
 from accounts.challenges import challenge_gated
 from accounts.selectors import has_unidentified_access
+from groups.send_tokens import verify_group_send_token
 from messaging.envelopes import (
     CLIENT_TYPES,
     SERVER_DELIVERY_RECEIPT,
@@ -138,7 +139,8 @@ class SendRequest:
     """One 1:1 send (spec §4.1): identified, sealed sender, or a story.
 
     `sender` is the authenticated principal (`request.auth`), None for an anonymous caller, who
-    needs the destination's unidentified `access_key` (spec §4.8) unless it sends a story.
+    needs the destination's unidentified `access_key` (spec §4.8) or a `group_send_token` naming
+    the destination (`groups.send_tokens`) unless it sends a story.
     """
 
     sender: Any
@@ -149,6 +151,7 @@ class SendRequest:
     story: bool = False
     timestamp: int = 0
     access_key: bytes | None = None
+    group_send_token: str | None = None
 
 
 def send_message(request: SendRequest) -> bool:
@@ -226,7 +229,10 @@ def _check_request(send: _Send) -> None:
     send.is_sync = sender is not None and not request.story and destination.uuid in (sender.account.aci, sender.account.pni)
     if send.is_sync and destination.is_pni:
         raise Forbidden("sync messages go to the ACI")
-    if sender is None and not request.story and (request.access_key is None or destination.is_pni):
+    if request.group_send_token is not None:
+        # Checked before anything is read: the token names its recipients (as Signal does).
+        verify_group_send_token(request.group_send_token, [destination])
+    elif sender is None and not request.story and (request.access_key is None or destination.is_pni):
         raise Unauthorized()  # sealed sender: a PNI destination looks exactly like a wrong key
     # Stories and sealed-sender messages carry no sender anywhere on the server.
     send.source = ServiceId(sender.account.aci) if sender is not None and not request.story else None
@@ -240,8 +246,11 @@ def _check_access(send: _Send, accounts: dict[ServiceId, Destination]) -> bool |
         if target is None:
             return False  # never reveal whether a story's destination exists
     elif request.sender is None:
+        if request.group_send_token is not None:
+            if target is None:
+                raise NotFound()  # the token named it: its holder may learn it is gone
         # Sealed sender: unknown destinations look exactly like a wrong key (401, not 404).
-        if target is None or not has_unidentified_access(target, request.access_key):
+        elif target is None or not has_unidentified_access(target, request.access_key):
             raise Unauthorized()
         if any(message.type != UNIDENTIFIED_SENDER for message in request.messages):
             raise BadRequest("sealed-sender messages must be of type UNIDENTIFIED_SENDER")
@@ -506,20 +515,30 @@ def send_multi_recipient_message(
     *,
     message: MultiRecipientMessage,
     access_key: bytes | None,
+    group_send_token: str | None = None,
     timestamp: int = 0,
     online: bool = False,
     urgent: bool = True,
     story: bool = False,
 ) -> list[str]:
     """Queue one sealed-sender payload for every device of every recipient (spec §4.2), in one
-    transaction; returns `uuids404` (always empty: only group send tokens skip unknown recipients)."""
+    transaction; returns `uuids404`: the recipients a group send token named that have no account
+    (skipped; with an access key an unknown recipient is a 404)."""
     if not message.recipients:
         raise BadRequest("no recipients")
     if not 0 <= timestamp <= MAX_TIMESTAMP:
         raise BadRequest("timestamp out of range")
+    if group_send_token is not None:
+        # The token covers the recipients and those deliberately excluded: a member's token for
+        # the whole group serves a send that leaves some members out. Checked before any read.
+        verify_group_send_token(group_send_token, [r.service_id for r in message.recipients] + message.excluded)
     found = _load_accounts([recipient.service_id for recipient in message.recipients], [])
     accounts = {r.service_id: found[r.service_id] for r in message.recipients if r.service_id in found}
-    if story:
+    uuids404 = []
+    if group_send_token is not None:
+        recipients = [r for r in message.recipients if r.service_id in accounts]
+        uuids404 = [str(r.service_id) for r in message.recipients if r.service_id not in accounts]
+    elif story:
         recipients = [r for r in message.recipients if r.service_id in accounts]
         # A `stories` permit from every recipient account (once each, even when named by both its
         # ACI and PNI), all or none: one recipient over its limit refuses the whole send (429).
@@ -582,7 +601,7 @@ def send_multi_recipient_message(
         if stale:
             raise StaleRecipientDevices(body=stale)
         deliver_envelopes(deliveries)
-    return []
+    return uuids404
 
 
 def _combined_access_key(accounts) -> bytes:

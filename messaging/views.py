@@ -20,6 +20,18 @@ from signalserver.waiting import request_principal, wait_for_group_event
 
 MAX_WAIT_SECONDS = 30
 UNAUTHORIZED = OpenApiResponse(description="Missing or wrong credentials")
+GROUP_SEND_TOKEN = OpenApiParameter(
+    "Group-Send-Token",
+    OpenApiTypes.STR,
+    OpenApiParameter.HEADER,
+    description=(
+        "Our extension in Signal's header: base64 of version (0) ‖ expiration (8 bytes, big-endian "
+        "epoch seconds) ‖ the XOR of the recipients' group send endorsements, which a full member "
+        "gets when it reads its group. Authorises a sealed send to exactly those recipients "
+        "without telling the server who sends; not with credentials, an access key or a story (400); "
+        "expired, forged, malformed or for other recipients: 401."
+    ),
+)
 
 _MESSAGE_ENTRY = {
     "type": "object",
@@ -93,6 +105,7 @@ class SendMessageView(APIView):
             OpenApiParameter("destination", OpenApiTypes.STR, OpenApiParameter.PATH, description="ACI or PNI:<uuid>"),
             OpenApiParameter("story", OpenApiTypes.BOOL, OpenApiParameter.QUERY),
             OpenApiParameter("Unidentified-Access-Key", OpenApiTypes.STR, OpenApiParameter.HEADER, description="sealed sender, instead of credentials"),
+            GROUP_SEND_TOKEN,
             RETRY_AFTER,
         ],
         request={"application/json": INCOMING_MESSAGE_LIST},
@@ -101,7 +114,7 @@ class SendMessageView(APIView):
             400: OpenApiResponse(description="Malformed JSON, mixed authorization, or a sealed message of another type"),
             401: UNAUTHORIZED,
             403: OpenApiResponse(description="A sync message addressed to the caller's PNI"),
-            404: OpenApiResponse(description="Unknown destination"),
+            404: OpenApiResponse(description="Unknown destination (with credentials or a group send token)"),
             409: OpenApiResponse(MISMATCHED_DEVICES, description="The messages do not address exactly the destination's devices"),
             410: OpenApiResponse(STALE_DEVICES, description="Some addressed devices have a new registration id"),
             413: OpenApiResponse(description="A content is larger than 96 KiB"),
@@ -169,14 +182,18 @@ class MultiRecipientMessageView(APIView):
             OpenApiParameter("urgent", OpenApiTypes.BOOL, OpenApiParameter.QUERY),
             OpenApiParameter("story", OpenApiTypes.BOOL, OpenApiParameter.QUERY),
             OpenApiParameter("Unidentified-Access-Key", OpenApiTypes.STR, OpenApiParameter.HEADER, description="XOR of the recipients' keys"),
+            GROUP_SEND_TOKEN,
             RETRY_AFTER,
         ],
         request={"application/vnd.signal-messenger.mrm": {"type": "string", "format": "binary"}},
         responses={
-            200: {"type": "object", "properties": {"uuids404": {"type": "array", "items": {"type": "string"}}}},
+            200: OpenApiResponse(
+                {"type": "object", "properties": {"uuids404": {"type": "array", "items": {"type": "string"}}}},
+                description="Queued; `uuids404`: recipients without an account, skipped (group send token only)",
+            ),
             400: OpenApiResponse(description="Malformed payload or parameters"),
             401: UNAUTHORIZED,
-            404: OpenApiResponse(description="A recipient does not exist"),
+            404: OpenApiResponse(description="A recipient does not exist (access key only)"),
             409: OpenApiResponse(_per_recipient(MISMATCHED_DEVICES), description="Some recipients' devices are not addressed exactly"),
             410: OpenApiResponse(_per_recipient(STALE_DEVICES), description="Some addressed devices have a new registration id"),
             413: OpenApiResponse(description="Payload too large"),

@@ -219,20 +219,28 @@ def parse_access_key(value: str | None) -> bytes | None:
     return key if len(key) == UNIDENTIFIED_ACCESS_KEY_LENGTH else None
 
 
-def optional_access_key(headers, *, authenticated: bool) -> bytes | None:
-    """The `Unidentified-Access-Key` of a read under Signal's optional access (spec §2.7, §3.3),
-    None when the caller is authenticated instead. One kind of authorization per request (400
-    for two); a group send token is a zkgroup credential we cannot check (401), as is a malformed
-    key."""
+def optional_access(headers, *, authenticated: bool) -> tuple[bytes | None, str | None]:
+    """(`Unidentified-Access-Key`, `Group-Send-Token`) of a read under Signal's optional access
+    (spec §2.7, §3.3), both None when the caller is authenticated instead. One kind of
+    authorization per request (400 for two); a malformed key is 401. The reader checks the token
+    against its target (`groups.send_tokens`)."""
     header = headers.get("unidentified-access-key")  # Django's headers and a Call's: lower-case works for both
     token = headers.get("group-send-token")
     if sum(present for present in (header is not None, token is not None, authenticated)) > 1:
         raise BadRequest("use one kind of authorization")
     if token is not None:
-        raise Unauthorized()
+        return None, token
     if header is None:
-        return None
+        return None, None
     access_key = parse_access_key(header)
     if access_key is None:
+        raise Unauthorized()
+    return access_key, None
+
+
+def optional_access_key(headers, *, authenticated: bool) -> bytes | None:
+    """`optional_access` for reads that take no group send token (a versioned profile): 401 for one."""
+    access_key, token = optional_access(headers, authenticated=authenticated)
+    if token is not None:
         raise Unauthorized()
     return access_key

@@ -105,6 +105,10 @@ LIMITERS: dict[str, Limiter] = _limiters(
     # Numbers looked up, as Signal's discovery service: 50,000 at first, then 6 more an hour.
     ("directoryLookup", 50_000, 10 * MINUTE, False, "account"),  # numbers, see accounts.discovery
     ("directoryLookupPerIp", 100, 6, True, "ip"),
+    # Ours (Signal's group server has none): groups created and changes made per account. A new
+    # group costs a row per version for ever; a change of a 1,000-member group stores its state.
+    ("groupCreate", 20, 3 * MINUTE, False, "account"),
+    ("groupChange", 300, 2, True, "account"),
 )
 
 

@@ -20,23 +20,31 @@ from rest_framework import serializers
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-# Groups (spec §5): at most this many members, the creator included. Clients count themselves
+# Groups: at most settings.GROUP_MAX_SIZE members, the creator included. Clients count themselves
 # against `global.groupsv2.groupSizeHardLimit` (they let a user pick one fewer other member).
-GROUP_SIZE_HARD_LIMIT = 1000
-# Above this many members clients warn that a group may get slow; the clients' own default. Signal
-# Desktop cannot build its new-group screen without the value, and it must stay below the hard limit.
+# Above GROUP_SIZE_RECOMMENDED members clients warn that a group may get slow; the clients' own
+# default. Signal Desktop cannot build its new-group screen without the value, and it must stay
+# below the hard limit.
 GROUP_SIZE_RECOMMENDED = 151
+
+
+def group_size_limits() -> tuple[int, int]:
+    """(recommended, hard limit) of group sizes, as the group service enforces the hard one."""
+    hard = settings.GROUP_MAX_SIZE
+    return min(GROUP_SIZE_RECOMMENDED, hard - 1), hard
+
 
 SECONDS_PER_DAY = 24 * 3600
 
 
 def get_remote_config() -> dict[str, str]:
     """The remote configuration every device gets: names as Signal's clients read them, values as strings."""
+    recommended, hard_limit = group_size_limits()
     return {
         # Largest attachment upload (ciphertext bytes), as GET /v4/attachments/form/upload enforces it.
         "global.attachments.maxBytes": str(settings.ATTACHMENT_MAX_BYTES),
-        "global.groupsv2.maxGroupSize": str(GROUP_SIZE_RECOMMENDED),
-        "global.groupsv2.groupSizeHardLimit": str(GROUP_SIZE_HARD_LIMIT),
+        "global.groupsv2.maxGroupSize": str(recommended),
+        "global.groupsv2.groupSizeHardLimit": str(hard_limit),
         # How long the server keeps a message no device has fetched (spec §4).
         "global.messageQueueTimeInSeconds": str(settings.MESSAGE_RETENTION_DAYS * SECONDS_PER_DAY),
     }

@@ -199,6 +199,16 @@ WEBSOCKET_FRAME_BURST = env_int("WEBSOCKET_FRAME_BURST", 2000)
 # whose warnings about unawaited coroutines and unclosed resources come from collections.
 TUNE_GARBAGE_COLLECTION = env_bool("TUNE_GARBAGE_COLLECTION", True)
 
+# --- Groups (docs/architecture.md, "Groups") ----------------------------------------------------
+# Most members plus invitees a group may have (also the most join requests and bans); served to
+# clients in /v2/config as `global.groupsv2.groupSizeHardLimit`.
+GROUP_MAX_SIZE = env_int("GROUP_MAX_SIZE", 1000)
+# Base64 of the 32-byte Ed25519 seed that signs group changes (its public key: GET
+# /v2/groups/public_key). Empty: derived from SECRET_KEY.
+GROUP_CHANGE_SIGNING_KEY = env("GROUP_CHANGE_SIGNING_KEY")
+if GROUP_MAX_SIZE < 2:
+    raise ImproperlyConfigured("GROUP_MAX_SIZE must be at least 2")
+
 # --- Abuse ------------------------------------------------------------------------------------
 # Behind a reverse proxy: the header it puts the client's address in (e.g. X-Forwarded-For; its
 # last entry is used). Empty: the peer address of the connection. Per-IP limits and IP bans use it.

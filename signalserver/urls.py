@@ -18,6 +18,7 @@ urlpatterns = [
     path("", include("messaging.calling_urls")),
     path("", include("push.urls")),
     path("", include("media.urls")),
+    path("", include("groups.urls")),
     path("", include("signalserver.startup_urls")),
     # Anything else: the API's JSON 404, also with DEBUG on (Django's would be an HTML page).
     re_path(r"^", csrf_exempt(views.not_found)),

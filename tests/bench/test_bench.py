@@ -57,6 +57,16 @@ def test_the_latency_idle_and_fanout_scenarios_run_and_report():
     assert fanout["all_received"] and [r["received"] for r in fanout["rounds"]] == [10, 10]
 
 
+def test_the_group_scenario_sends_with_the_group_send_token_and_changes_the_group():
+    raise_limits_for_a_load_test("groupChange")
+    with running_server() as server:
+        group = run_bench(server.url, "group", "--members", "12", "--rounds", "2", "--server-pid", str(server.process.pid))
+
+    assert group["members"] == 12 and group["all_received"]
+    assert [r["received"] for r in group["rounds"]] == [11, 11]
+    assert group["changes"] > 0 and group["changes_per_second"] > 0
+
+
 def test_the_benchmark_refuses_addresses_off_this_machine():
     result = subprocess.run(
         [sys.executable, "-m", "bench", "relay", "--url", "http://10.1.2.3:8000"],

@@ -225,7 +225,7 @@ def test_unrestricted_access_accepts_any_key(client, recipient):
 
 
 @pytest.mark.django_db
-def test_mixing_credentials_keys_and_group_tokens_is_400_and_tokens_alone_401(client, client_for, recipient):
+def test_mixing_credentials_keys_and_group_tokens_is_400_and_a_malformed_token_alone_401(client, client_for, recipient):
     sender = DeviceFactory()
     key = bytes(recipient.unidentified_access_key)
 

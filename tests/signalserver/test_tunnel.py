@@ -38,6 +38,8 @@ PATH_VALUES = {
     "credential_request": "00" * 16,
     "username_hash": "A" * 43,
     "handle": str(uuid.UUID(int=5)),
+    "from_version": "0",
+    "password": "AAAAAAAAAAAAAAAAAAAAAA",
 }
 BODIES = [b"", b"{}", b"[]", b"null", b'"text"', b"{not json", b'{"a":[null]}']
 # Long polls wait for their timeout (async views): the shortest one they take.
