@@ -30,6 +30,7 @@ from channels.layers import get_channel_layer
 from accounts.services import device_group
 from messaging.presence import get_presence
 from push.services import request_pushes
+from signalserver import request_ids
 from signalserver.db import in_db_thread
 from signalserver.errors import log_unavailable, unavailable_dependency
 
@@ -71,6 +72,7 @@ def _enqueue(loop: asyncio.AbstractEventLoop, deliveries: list) -> None:
 
 
 async def _drain(loop: asyncio.AbstractEventLoop) -> None:
+    request_ids.detach()  # it serves the sends of many requests: no one request's id
     try:
         while batches := _pending.get(loop):
             _pending[loop] = []

@@ -13,6 +13,7 @@ from django.conf import settings  # noqa: E402
 
 from media import avatars, tus  # noqa: E402
 from signalserver.client_address import ClientAddressMiddleware  # noqa: E402
+from signalserver.request_ids import RequestIdMiddleware  # noqa: E402
 from signalserver.routing import websocket_urlpatterns  # noqa: E402
 from signalserver.static import StaticFiles  # noqa: E402
 
@@ -33,12 +34,15 @@ async def http_application(scope, receive, send):
         await django_asgi_app(scope, receive, send)
 
 
-application = ClientAddressMiddleware(
-    ProtocolTypeRouter(
-        {
-            "http": http_application,
-            "websocket": URLRouter(websocket_urlpatterns),
-        }
+# Request ids outermost: a refusal of a banned address is answered with one too.
+application = RequestIdMiddleware(
+    ClientAddressMiddleware(
+        ProtocolTypeRouter(
+            {
+                "http": http_application,
+                "websocket": URLRouter(websocket_urlpatterns),
+            }
+        )
     )
 )
 

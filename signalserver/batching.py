@@ -13,6 +13,7 @@ import asyncio
 from collections.abc import Callable
 from weakref import WeakKeyDictionary
 
+from signalserver import request_ids
 from signalserver.db import in_db_thread
 
 
@@ -36,6 +37,9 @@ class LoopBatcher:
         return future
 
     async def _run(self) -> None:
+        # A batch serves the requests of many sockets: its lines carry no request id (it would
+        # otherwise inherit the id of whichever request started it).
+        request_ids.detach()
         while self._waiting:
             batch, self._waiting = self._waiting[: self._max_items], self._waiting[self._max_items :]
             try:

@@ -23,8 +23,9 @@ SENSITIVE_PATTERNS = [
     re.compile(r"\b[0-9a-fA-F]{32,}\b"),  # hex secrets: hashes, salts, registration locks
     re.compile(r"\b[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}\b"),  # ACIs, PNIs, guids
 ]
-# Extra fields that only ever hold values we produce (route patterns, not paths): not scrubbed.
-SAFE_FIELDS = {"route", "status", "duration_ms"}
+# Extra fields that only ever hold values we produce (route patterns, not paths) or check (request
+# ids, signalserver.request_ids): not scrubbed.
+SAFE_FIELDS = {"route", "status", "duration_ms", "request_id"}
 _STANDARD_ATTRS = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime"}
 
 

@@ -212,6 +212,7 @@ if GROUP_MAX_SIZE < 2:
 # --- Abuse ------------------------------------------------------------------------------------
 # Behind a reverse proxy: the header it puts the client's address in (e.g. X-Forwarded-For; its
 # last entry is used). Empty: the peer address of the connection. Per-IP limits and IP bans use it.
+# Set, the proxy's X-Request-Id is also taken as the request id (signalserver/request_ids.py).
 TRUSTED_PROXY_HEADER = env("TRUSTED_PROXY_HEADER")
 
 # --- Auth, i18n, static -----------------------------------------------------------------------
@@ -378,12 +379,13 @@ LOGGING = {
     "disable_existing_loggers": False,
     "filters": {
         "redact": {"()": "signalserver.logging.RedactingFilter"},
+        "request_id": {"()": "signalserver.request_ids.RequestIdFilter"},
         "skip_unavailable": {"()": "signalserver.logging.SkipUnavailableResponses"},
         "throttle": {"()": "signalserver.logging.Throttle"},
     },
     "formatters": {"json": {"()": "signalserver.logging.JsonFormatter"}},
     "handlers": {
-        "console": {"class": "logging.StreamHandler", "filters": ["redact"], "formatter": "json"},
+        "console": {"class": "logging.StreamHandler", "filters": ["request_id", "redact"], "formatter": "json"},
     },
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
     "loggers": {

@@ -24,6 +24,7 @@ from channels.layers import get_channel_layer
 from django.conf import settings
 from google.protobuf.message import DecodeError
 
+from signalserver import request_ids
 from signalserver.errors import REDIS_UNAVAILABLE, UNAVAILABLE_RETRY_AFTER_SECONDS, log_unavailable, unavailable_dependency
 from signalserver.proto.websocket_pb2 import WebSocketMessage
 from signalserver.redis_clients import wait_for_redis
@@ -59,6 +60,8 @@ async def deny_upgrade(scope, send, status: int, body: bytes, *, retry_after: in
     if "websocket.http.response" not in (scope.get("extensions") or {}):
         return False
     headers = [(b"content-type", b"application/json"), (b"retry-after", str(retry_after).encode())]
+    if (request_id := request_ids.current.get()) is not None:  # the socket's (signalserver.request_ids)
+        headers.append((b"x-request-id", request_id.encode()))
     await send({"type": "websocket.http.response.start", "status": status, "headers": headers})
     await send({"type": "websocket.http.response.body", "body": body})
     return True
@@ -80,6 +83,7 @@ class FramedConsumer(AsyncWebsocketConsumer):
     accepted = False
     closed = False
     close_sent = False
+    requests_seen = 0  # the client's requests so far: each one's id is the socket's id and its number
 
     async def websocket_connect(self, message):
         self.tasks: set[asyncio.Task] = set()
@@ -138,6 +142,7 @@ class FramedConsumer(AsyncWebsocketConsumer):
                 await send({"type": "websocket.close"})  # before accept: answered 403
             return
         self.scope = scope
+        self.socket_id = request_ids.current.get() or request_ids.new_id()  # its request id
         self.channel_layer = get_channel_layer(self.channel_layer_alias)
         self.channel_name = await self.channel_layer.new_channel()
         self.channel_receive = self._receive_from_layer
@@ -207,7 +212,8 @@ class FramedConsumer(AsyncWebsocketConsumer):
         await handler(message)
 
     async def accept_with_timestamp(self):
-        await self.accept(headers=[(b"x-signal-timestamp", timestamp_header().split(":", 1)[1].encode())])
+        timestamp = timestamp_header().split(":", 1)[1].encode()
+        await self.accept(headers=[(b"x-signal-timestamp", timestamp), (b"x-request-id", self.socket_id.encode())])
 
     def spawn(self, coroutine) -> None:
         task = asyncio.ensure_future(coroutine)
@@ -279,6 +285,10 @@ class FramedConsumer(AsyncWebsocketConsumer):
         return True
 
     async def _answer(self, request) -> None:
+        # This task's lines, and the Celery tasks it queues, carry the request's own id.
+        self.requests_seen += 1
+        request_id = f"{self.socket_id}.{self.requests_seen:x}"
+        request_ids.current.set(request_id)
         try:
             if _well_formed(request):
                 status, body, headers = await self.handle_request(request)
@@ -295,6 +305,7 @@ class FramedConsumer(AsyncWebsocketConsumer):
         response.message = reason_phrase(status)
         response.headers.extend(headers)
         response.headers.append(timestamp_header())
+        response.headers.append(f"{request_ids.HEADER}:{request_id}")
         if body:
             response.body = body
         await self.send(bytes_data=frame.SerializeToString())

@@ -40,14 +40,15 @@ def push_environment(apns_server, tmp_path):  # noqa: F811
     }
 
 
-def start_worker(environment: dict) -> subprocess.Popen:
-    """A Celery worker of the project, on the tests' Redis, with these settings."""
+def start_worker(environment: dict, output=None) -> subprocess.Popen:
+    """A Celery worker of the project, on the tests' Redis, with these settings; its output goes
+    to `output` (a file) when given."""
     return subprocess.Popen(
         [sys.executable, "-m", "celery", "-A", "signalserver", "worker", "--pool", "solo", "--loglevel", "WARNING",
          "--without-mingle", "--without-gossip", "--without-heartbeat"],
         cwd=PROJECT, env=server_environment(**environment),
         # Its output goes to a file: a pipe nobody reads would stall it once full.
-        stdin=subprocess.DEVNULL, stdout=tempfile.TemporaryFile(), stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL, stdout=output or tempfile.TemporaryFile(), stderr=subprocess.STDOUT,
     )
 
 
