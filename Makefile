@@ -31,14 +31,15 @@ run: $(VENV)/.runtime
 	$(BIN)/python manage.py runserver $(HOST):$(PORT)
 
 ## serve: the production process model (Procfile: uvicorn web workers, Celery worker and beat)
-## on PostgreSQL and Redis; needs DATABASE_URL and REDIS_URL (see .env.example, docs/deployment.md)
+## on PostgreSQL and Redis; needs DATABASE_URL and REDIS_URL (see .env.example, docs/deployment.md);
+## metrics on 127.0.0.1:9808 (METRICS_PORT, docs/deployment.md "Metrics")
 serve: $(VENV)/.runtime
 	@test -n "$$DATABASE_URL" -a -n "$$REDIS_URL" || { echo "make serve needs DATABASE_URL and REDIS_URL (PostgreSQL and Redis); make run needs neither"; exit 2; }
 	$(BIN)/python manage.py migrate --noinput -v 0
-	$(BIN)/honcho start
+	METRICS_DIR=$${METRICS_DIR:-var/metrics} METRICS_PORT=$${METRICS_PORT:-9808} $(BIN)/honcho start
 
 ## test: the whole suite on PostgreSQL and Redis (DATABASE_URL / REDIS_URL, default: local services)
-test: $(VENV)/.dev | /usr/bin/chromium /usr/bin/turnserver /usr/bin/systemd-analyze
+test: $(VENV)/.dev | /usr/bin/chromium /usr/bin/turnserver /usr/bin/systemd-analyze /usr/bin/promtool
 	$(BIN)/python -m pytest
 
 # Debian's chromium for the browser tests (tests/browser): Playwright drives it, downloads no browser.
@@ -60,6 +61,15 @@ APT_COTURN := $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y --no
 APT_SYSTEMD := $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends systemd
 /usr/bin/systemd-analyze:
 	$(APT_SYSTEMD) || { $(SUDO) apt-get update && $(APT_SYSTEMD); }
+
+# Debian's prometheus for `promtool`, which checks and unit-tests deploy/prometheus (tests/test_alert_rules.py).
+# The package enables and starts a Prometheus server where an init system runs services: stopped
+# and disabled here, as coturn's.
+APT_PROMETHEUS := $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends prometheus
+/usr/bin/promtool:
+	$(APT_PROMETHEUS) || { $(SUDO) apt-get update && $(APT_PROMETHEUS); }
+	if [ -d /run/systemd/system ]; then $(SUDO) systemctl disable --now prometheus.service; \
+	else $(SUDO) update-rc.d prometheus disable && { $(SUDO) /etc/init.d/prometheus stop || true; }; fi
 
 ## bench: load scenarios against a running server (SCENARIO=..., see bench/README.md)
 bench: $(VENV)/.dev

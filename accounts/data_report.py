@@ -1,5 +1,6 @@
 """`GET /v2/accounts/data_report` (Signal's path): everything the server holds about an account, for
-the account itself (GDPR portability). Signal answers `{"reportId", "reportTimestamp", "data",
+the account itself (GDPR portability), groups included (the account's place in each, never their
+content or other members). Signal answers `{"reportId", "reportTimestamp", "data",
 "text"}`; `data` here names every kind of record this server keeps for an account, by count where
 the records are keys or ciphertext the server cannot read. After `DELETE /v1/accounts/me` the same
 report of the account's ACI is empty: nothing of it is left."""
@@ -12,6 +13,7 @@ import uuid
 from django.utils import timezone
 
 from accounts.models import Account, Block, Device, Profile, UsernameClaim, UsernameLink
+from groups.selectors import groups_of
 from keys.models import IdentityKey, KemPreKey, LastResortKey, OneTimePreKey, SignedPreKey
 from messaging.models import QueuedMessage
 
@@ -45,6 +47,11 @@ def account_data(aci) -> dict:
     blocks = Block.objects.filter(account_id=aci).count()
     if blocks:
         data["blocks"] = blocks
+    # By the ACI alone once the account is gone (its PNI went with it): deletion leaves no group
+    # naming either (groups.services.remove_account).
+    groups = groups_of(aci, account.pni if account is not None else None)
+    if groups:
+        data["groups"] = groups
     queued = QueuedMessage.objects.filter(device__account_id=aci).count()
     if queued:
         data["queuedMessages"] = queued

@@ -33,7 +33,7 @@ from accounts.totp import check_registration_totp
 from keys.models import Identity
 from push.services import FAILED_REGISTRATION_LOCK, alert_attempted_login
 from keys.services import SignedPreKeyData, set_identity_keys, store_repeated_use_keys, verify_signed_prekeys
-from signalserver import ratelimit
+from signalserver import metrics, ratelimit
 from signalserver.auth import LOCKED_PREFIX, MAX_CREDENTIAL_LENGTH, SaltedTokenHash
 from signalserver.errors import (
     BadRequest,
@@ -134,6 +134,7 @@ def register_account(
     if isinstance(outcome, _LockedOut):
         # Raised only now, after the lock-out committed: the 423 must not roll it back.
         raise RegistrationLockRequired(outcome.time_remaining_ms)
+    (metrics.REREGISTRATION if outcome.reregistration else metrics.NEW_ACCOUNT).inc()
     return outcome
 
 

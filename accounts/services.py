@@ -12,6 +12,7 @@ from django.utils import timezone
 
 from accounts import selectors
 from accounts.models import PRIMARY_DEVICE_ID, Account, DeletedAccount, Device, RegistrationRecoveryPassword
+from groups.services import remove_account as remove_from_groups
 from signalserver import ratelimit
 from signalserver.auth import SaltedTokenHash
 from signalserver.errors import BadRequest, Forbidden, NotFound
@@ -139,6 +140,8 @@ def delete_account(*, account: Account) -> None:
         )
     if account.pni:
         RegistrationRecoveryPassword.objects.filter(pni=account.pni).delete()
+    # Out of every group's current state, by a change the server makes (docs/privacy.md, "Groups").
+    remove_from_groups(account=account)
     aci = account.aci  # delete() clears the primary key
     # Devices cascade to their keys and queued messages; identity keys cascade from the account.
     account.delete()

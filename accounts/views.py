@@ -16,9 +16,10 @@ from accounts.serializers import (
     account_identity,
 )
 from signalserver.auth import carries_credentials
-from signalserver.errors import BadRequest, NotFound, UnprocessableEntity
+from signalserver.errors import BadRequest, NotFound, Unauthorized, UnprocessableEntity
 from signalserver.fields import Base64Field
 from signalserver.schema import RETRY_AFTER, rate_limited
+from signalserver.tunnel import Call
 from signalserver.wire import ServiceId
 
 NO_CONTENT = OpenApiResponse(description="Done")
@@ -32,11 +33,19 @@ def validated(serializer_class, data) -> dict:
     return serializer.validated_data
 
 
+def whoami(call: Call) -> tuple[int, dict]:
+    """`GET /v1/accounts/whoami`, over HTTP (WhoAmIView) and as a hot route over sockets."""
+    if call.principal is None:
+        raise Unauthorized()
+    account = call.principal.account
+    return 200, account_identity(account, storage_capable=selectors.any_device_has(account, "storage"))
+
+
 class WhoAmIView(APIView):
     @extend_schema(tags=["accounts"], responses={200: AccountIdentitySerializer, 401: UNAUTHORIZED})
     def get(self, request):
-        account = request.auth.account
-        return Response(account_identity(account, storage_capable=selectors.any_device_has(account, "storage")))
+        status, body = whoami(Call.from_drf(request))
+        return Response(body, status=status)
 
 
 class AccountAttributesView(APIView):
@@ -153,7 +162,7 @@ class DataReportView(APIView):
     @extend_schema(
         tags=["accounts"],
         summary="Everything the server holds about this account",
-        description="For the account itself (data portability): its account and device records, and counts of its keys, username hashes, profile versions, blocks and queued messages (ciphertext the server cannot read).",
+        description="For the account itself (data portability): its account and device records, and counts of its keys, username hashes, profile versions, blocks and queued messages (ciphertext the server cannot read); and `groups`, the account's place in each group that names its ACI or PNI (`groupId`, `serviceId`, `status`: member, pending, requesting or banned; a member's `role` and `joinedAtVersion`), never a group's content or other members.",
         responses={
             200: {"type": "object", "properties": {"reportId": {"type": "string"}, "reportTimestamp": {"type": "string"}, "data": {"type": "object"}, "text": {"type": "string"}}},
             401: UNAUTHORIZED,

@@ -14,6 +14,7 @@ import hmac
 import re
 from dataclasses import dataclass
 
+from groups.models import GroupMembership
 from groups.wire import (
     ADMINISTRATOR,
     ANY,
@@ -104,6 +105,15 @@ def link_password_matches(state: dict, password: bytes | None) -> bool:
 
 def member_ids(state: dict) -> list[str]:
     return [m["userId"] for m in state["members"]]
+
+
+def memberships(state: dict) -> dict[str, str]:
+    """Every user the state names, and in which list (a GroupMembership kind)."""
+    kinds = {m["userId"]: GroupMembership.MEMBER for m in state["members"]}
+    kinds.update((p["member"]["userId"], GroupMembership.PENDING) for p in state["membersPendingProfileKey"])
+    kinds.update((r["userId"], GroupMembership.REQUESTING) for r in state["membersPendingAdminApproval"])
+    kinds.update((b["userId"], GroupMembership.BANNED) for b in state["membersBanned"])
+    return kinds
 
 
 def _members_may_add(state: dict) -> bool:
@@ -372,6 +382,33 @@ def apply_change(
     check_invariants(after, group_id=group_id, max_size=max_size)
     out = {"groupId": b64encode_url(group_id, padded=False), "sourceUuid": source, **out}
     return Applied(state=after, actions=out, change_epoch=epoch)
+
+
+def remove_users(before: dict, user_ids: set[str], *, group_id: bytes) -> Applied | None:
+    """The change the server makes when an account is deleted: these users (its ACI and PNI) leave
+    every list of the group, as version + 1 with no source, the administrator fix-up applied. None
+    when the group names none of them."""
+    version = before["version"] + 1
+    after = {**before, "version": version}
+    out = {"version": version}
+    epoch = 0
+    for name, action, user_of, action_epoch in (
+        ("members", "deleteMembers", lambda e: e["userId"], 0),
+        ("membersPendingProfileKey", "deleteMembersPendingProfileKey", lambda e: e["member"]["userId"], 0),
+        ("membersPendingAdminApproval", "deleteMembersPendingAdminApproval", lambda e: e["userId"], INVITE_LINKS_EPOCH),
+        ("membersBanned", "deleteMembersBanned", lambda e: e["userId"], BANNED_EPOCH),
+    ):
+        gone = [user_of(e) for e in before[name] if user_of(e) in user_ids]
+        if gone:
+            after[name] = [e for e in before[name] if user_of(e) not in user_ids]
+            out[action] = [{"deletedUserId": user_id} for user_id in gone]
+            epoch = max(epoch, action_epoch)
+    if len(out) == 1:
+        return None
+    ensure_some_administrator(after, out)
+    # Removing users never grows a group: a GROUP_MAX_SIZE lowered since must not block a deletion.
+    check_invariants(after, group_id=group_id, max_size=2**31)
+    return Applied(state=after, actions={"groupId": b64encode_url(group_id, padded=False), **out}, change_epoch=epoch)
 
 
 def ensure_some_administrator(state: dict, actions: dict) -> None:

@@ -6,6 +6,9 @@ row holds only what addresses it, its current version and counts for operators. 
 document and writes one row, whatever the group's size; the current state is the log row at the
 group's version. Member service ids are in clear (no zkgroup); title, description, timer, avatar
 and profile keys are ciphertext the clients made.
+
+Who is in which group is also indexed (`GroupMembership`, one row per user a current state names),
+so an account's groups are found without reading every state: its data report and its deletion.
 """
 
 from django.db import models
@@ -48,3 +51,23 @@ class GroupChange(models.Model):
 
     def __str__(self):
         return f"{self.group} v{self.version}"
+
+
+class GroupMembership(models.Model):
+    """One user the current state of a group names, and in which list. Written by every change in
+    its transaction (groups.services), only for the users whose list the change altered."""
+
+    MEMBER, PENDING, REQUESTING, BANNED = "member", "pending", "requesting", "banned"
+    KINDS = [(MEMBER, "member"), (PENDING, "pending"), (REQUESTING, "requesting"), (BANNED, "banned")]
+
+    pk = models.CompositePrimaryKey("group", "service_id")
+    # The primary key (group, service id) serves a group's rows; the index, an account's groups.
+    group = models.ForeignKey(Group, on_delete=models.CASCADE, related_name="memberships", db_index=False)
+    service_id = models.CharField(max_length=40)  # as the state names it: an ACI, or PNI:<uuid>
+    kind = models.CharField(max_length=10, choices=KINDS)
+
+    class Meta:
+        indexes = [models.Index(fields=["service_id"], name="groupmembership_service_id")]
+
+    def __str__(self):
+        return f"{self.group} {self.kind}"

@@ -136,7 +136,7 @@ ACTIONS = {
 
 GROUP_CHANGE = _object(
     {
-        "actions": _b64("the change as the server signed it: canonical JSON (sorted keys) of the actions, with `groupId` and `sourceUuid`"),
+        "actions": _b64("the change as the server signed it: canonical JSON (sorted keys) of the actions, with `groupId` and `sourceUuid` (absent when the server made the change: a deleted account leaving every list)"),
         "serverSignature": _b64("Ed25519 over the bytes of `actions`; the key is at GET /v2/groups/public_key"),
         "changeEpoch": {**UINT, "description": "the lowest client feature level that understands the change (1 invite links ... 5 PNI acceptance)"},
     },

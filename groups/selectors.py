@@ -1,4 +1,5 @@
-"""Reads of groups (docs/architecture.md, "Groups"): the current state, the log, the join preview."""
+"""Reads of groups (docs/architecture.md, "Groups"): the current state, the log, the join preview,
+an account's groups."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from django.db.models import F
 
 from groups import changes
 from groups.changes import Banned, Caller
-from groups.models import Group, GroupChange
+from groups.models import Group, GroupChange, GroupMembership
 from groups.send_tokens import group_send_credentials
 from groups.wire import ADMINISTRATOR, ANY
 from signalserver.errors import Forbidden, NotFound
@@ -152,3 +153,34 @@ def join_info(*, account, group_id: bytes, link_password: bytes | None) -> dict:
         "pendingAdminApproval": requesting,
         "pendingAdminApprovalFull": len(state["membersPendingAdminApproval"]) >= settings.GROUP_MAX_SIZE,
     }
+
+
+def groups_of(aci, pni=None) -> list[dict]:
+    """An account's place in every group whose current state names its ACI or PNI, for its data
+    report: the group id (base64, as in `X-Group-Id`), which of its ids, the list it is on, and a
+    member's role and joinedAtVersion (an invitee's: the version it was invited at). Nothing of
+    the group's content or other members."""
+    user_ids = [str(aci)] + ([f"PNI:{pni}"] if pni else [])
+    group_pks = GroupMembership.objects.filter(service_id__in=user_ids).values_list("group_id", flat=True)
+    rows = (
+        GroupChange.objects.filter(group_id__in=group_pks, version=F("group__version"))
+        .order_by("group_id")
+        .values_list("group__group_id", "state")
+    )
+    found = []
+    for group_id, text in rows:
+        state = orjson.loads(text)
+        kinds = changes.memberships(state)
+        for user_id in user_ids:
+            kind = kinds.get(user_id)
+            if kind is None:
+                continue
+            entry = {"groupId": b64encode(bytes(group_id)), "serviceId": user_id, "status": kind}
+            if kind == GroupMembership.MEMBER:
+                member = next(m for m in state["members"] if m["userId"] == user_id)
+                entry |= {"role": member["role"], "joinedAtVersion": member["joinedAtVersion"]}
+            elif kind == GroupMembership.PENDING:
+                invited = next(p["member"] for p in state["membersPendingProfileKey"] if p["member"]["userId"] == user_id)
+                entry["joinedAtVersion"] = invited["joinedAtVersion"]
+            found.append(entry)
+    return found

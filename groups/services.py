@@ -4,7 +4,8 @@ server's signature over each change.
 A change is computed outside any transaction from the current state, then written with one
 conditional `UPDATE … WHERE version = current` and one INSERT of the new version: of concurrent
 changes to one version exactly one updates the row, the others see 0 rows and answer 409 with the
-state that won.
+state that won. The same transaction keeps the membership index (`GroupMembership`) in step,
+writing rows only for the users whose list the change altered.
 """
 
 from __future__ import annotations
@@ -18,16 +19,16 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
 from groups import changes, selectors
 from groups.changes import Caller
-from groups.models import Group, GroupChange
+from groups.models import Group, GroupChange, GroupMembership
 from media.avatars import group_avatar_form
 from signalserver import ratelimit
 from signalserver.crypto import server_key
-from signalserver.errors import Conflict, Forbidden
+from signalserver.errors import Conflict, Forbidden, NotFound
 from signalserver.wire import b64decode
 
 
@@ -95,6 +96,43 @@ def _log_row(group: Group, version: int, actions: dict, state: dict, change_epoc
     )
 
 
+def _index(group: Group, before: dict | None, after: dict) -> None:
+    """Bring the membership index from `before` (None for a new group) to `after`: the users who
+    left or changed list lose their row, those who came or changed list get one."""
+    old = changes.memberships(before).items() if before is not None else {}.items()
+    new = changes.memberships(after).items()
+    if moved := old - new:
+        GroupMembership.objects.filter(group=group, service_id__in=[user_id for user_id, _ in moved]).delete()
+    if came := new - old:
+        # One statement with two array parameters: bulk_create's 3,000 parameters made a new
+        # 1,000-member group 40 ms slower still (docs/performance.md, "Group membership index").
+        users, kinds = zip(*came)
+        with connection.cursor() as cursor:
+            cursor.execute(_INSERT_MEMBERSHIPS, [group.pk, list(users), list(kinds)])
+
+
+_INSERT_MEMBERSHIPS = (
+    f"INSERT INTO {GroupMembership._meta.db_table} (group_id, service_id, kind) "
+    "SELECT %s, * FROM unnest(%s::text[], %s::text[])"
+)
+
+
+def _store(current: selectors.Current, applied: changes.Applied) -> GroupChange | None:
+    """Write `applied` as the group's next version (its log row, counts and index), or nothing and
+    None when another change took that version first."""
+    version = applied.state["version"]
+    row = _log_row(current.group, version, applied.actions, applied.state, applied.change_epoch)
+    with transaction.atomic():
+        taken = Group.objects.filter(pk=current.group.pk, version=version - 1).update(
+            version=version, changed=timezone.now().date(), **_counts(applied.state)
+        )
+        if not taken:
+            return None
+        row.save()
+        _index(current.group, current.state, applied.state)
+    return row
+
+
 def create_group(*, account, group_id: bytes, group: dict) -> dict:
     """Create a group from its initial state (parsed by groups.wire.parse_new_group); 409 when a
     group with this id exists. Returns the stored state."""
@@ -106,6 +144,7 @@ def create_group(*, account, group_id: bytes, group: dict) -> dict:
         with transaction.atomic():
             row = Group.objects.create(group_id=group_id, version=0, **_counts(state))
             _log_row(row, 0, actions, state, 0).save()
+            _index(row, None, state)
     except IntegrityError:
         raise Conflict("a group with this id exists") from None
     return state
@@ -129,15 +168,9 @@ def change_group(*, account, group_id: bytes, actions: dict, link_password: byte
         now_ms=_now_ms(),
         max_size=settings.GROUP_MAX_SIZE,
     )
-    version = applied.state["version"]
-    row = _log_row(current.group, version, applied.actions, applied.state, applied.change_epoch)
-    with transaction.atomic():
-        taken = Group.objects.filter(pk=current.group.pk, version=version - 1).update(
-            version=version, changed=timezone.now().date(), **_counts(applied.state)
-        )
-        if not taken:
-            raise stale(selectors.current(group_id).state, caller)
-        row.save()
+    row = _store(current, applied)
+    if row is None:
+        raise stale(selectors.current(group_id).state, caller)
     return ChangeResult(change=selectors.change_json(row.actions, row.signature, row.change_epoch), state=applied.state)
 
 
@@ -147,6 +180,38 @@ def stale(state: dict, caller: Caller) -> Conflict:
     if changes.full_member(state, caller) is not None or changes.is_pending(state, caller):
         return Conflict(body=state)
     return Conflict("the group has a newer version")
+
+
+def remove_account(*, account) -> int:
+    """Take a deleted account's ACI and PNI out of the current state of every group that names
+    them, each by a change the server makes (groups.changes.remove_users): signed like any other,
+    with no source. Runs in the deletion's transaction, groups in id order (two deletions never
+    wait on each other crosswise); a change another caller stores first is read and the removal
+    computed again. Earlier versions keep the ids: they are the signed history members verify.
+    Returns how many groups changed."""
+    caller = Caller.of(account)
+    user_ids = {caller.aci} | ({caller.pni} if caller.pni else set())
+    found = GroupMembership.objects.filter(service_id__in=user_ids).values_list("group_id", "group__group_id").distinct()
+    return sum(_remove_from(bytes(group_id), user_ids) for _, group_id in sorted(found))
+
+
+# Each failed attempt means another change was stored first; past this many, the deletion answers
+# 409 and rolls back whole rather than hold its locks any longer.
+REMOVAL_ATTEMPTS = 20
+
+
+def _remove_from(group_id: bytes, user_ids: set[str]) -> int:
+    for _ in range(REMOVAL_ATTEMPTS):
+        try:
+            current = selectors.current(group_id)
+        except NotFound:  # a moderator deleted it meanwhile
+            return 0
+        applied = changes.remove_users(current.state, user_ids, group_id=group_id)
+        if applied is None:
+            return 0
+        if _store(current, applied) is not None:
+            return 1
+    raise Conflict("a group of this account changes too often; try again")
 
 
 def delete_group(*, group: Group) -> None:

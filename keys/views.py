@@ -6,8 +6,8 @@ from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from keys import services
-from keys.models import Identity
+from keys import api, services
+from keys.api import identity_of
 from keys.serializers import (
     CheckKeysSerializer,
     ECSignedPreKeySerializer,
@@ -15,10 +15,9 @@ from keys.serializers import (
     PreKeyBundleSerializer,
     SetKeysSerializer,
 )
-from signalserver.auth import optional_access
-from signalserver.errors import BadRequest, Conflict, Unauthorized, UnprocessableEntity
+from signalserver.errors import Conflict
 from signalserver.schema import RETRY_AFTER, rate_limited
-from signalserver.wire import ServiceId
+from signalserver.tunnel import Call
 
 NO_CONTENT = OpenApiResponse(description="Done")
 UNAUTHORIZED = OpenApiResponse(description="Missing or wrong credentials")
@@ -27,18 +26,15 @@ UNKNOWN_IDENTITY = OpenApiResponse(description="`identity` neither aci nor pni")
 IDENTITY_PARAMETER = OpenApiParameter("identity", OpenApiTypes.STR, OpenApiParameter.QUERY, enum=["aci", "pni"], description="default aci")
 
 
+def _render(result: tuple[int, object]) -> Response:
+    status, body = result
+    return Response(body, status=status)
+
+
 def validated(serializer_class, data) -> dict:
     serializer = serializer_class(data=data)
     serializer.is_valid(raise_exception=True)
     return serializer.validated_data
-
-
-def identity_of(text: str | None) -> Identity:
-    """`aci` (the default) or `pni`, case-insensitive."""
-    value = (text or "aci").lower()
-    if value not in ("aci", "pni"):
-        raise UnprocessableEntity("identity must be aci or pni")
-    return Identity.PNI if value == "pni" else Identity.ACI
 
 
 class KeysView(APIView):
@@ -66,12 +62,7 @@ class KeysView(APIView):
         responses={200: KeyCountSerializer, 400: NO_PNI, 401: UNAUTHORIZED, 422: UNKNOWN_IDENTITY},
     )
     def get(self, request):
-        count, pq_count = services.count_one_time_keys(
-            account=request.auth.account,
-            device=request.auth.device,
-            identity=identity_of(request.query_params.get("identity")),
-        )
-        return Response({"count": count, "pqCount": pq_count})
+        return _render(api.get_key_counts(Call.from_drf(request)))
 
 
 class CheckKeysView(APIView):
@@ -138,16 +129,4 @@ class PreKeyBundleView(APIView):
         },
     )
     def get(self, request, service_id, device_id):
-        try:
-            target = ServiceId.parse(service_id)
-        except ValueError:
-            raise UnprocessableEntity("invalid service id") from None
-        access_key, group_send_token = optional_access(request.headers, authenticated=request.auth is not None)
-        bundle = services.fetch_prekey_bundle(
-            caller=request.auth,
-            access_key=access_key,
-            target=target,
-            device_selector=device_id,
-            group_send_token=group_send_token,
-        )
-        return Response(PreKeyBundleSerializer(bundle).data)
+        return _render(api.get_prekey_bundle(Call.from_drf(request), service_id, device_id))

@@ -26,6 +26,7 @@ from messaging.services import (
 from messaging.envelopes import envelope_destination, envelope_source, parse_envelope
 from messaging.tasks import push_if_still_away_task
 from push.services import request_push_later
+from signalserver import metrics
 from signalserver.auth import parse_access_key
 from signalserver.errors import BadRequest, NotFound, Unauthorized, UnprocessableEntity
 from signalserver.tunnel import Call
@@ -149,6 +150,7 @@ def get_messages(call: Call) -> tuple[int, dict]:
     device = _device(call)
     stories = call.headers.get("x-signal-receive-stories", "").lower() == "true"
     rows = list_queued(device_pk=device.pk, limit=LIST_LIMIT, stories=stories)
+    metrics.count_delivered_envelopes(envelope for _, envelope, _ in rows)
     more = len(rows) == LIST_LIMIT
     if more:
         # A full page: if the device stops fetching, a push in a minute reminds it (spec §7.2).

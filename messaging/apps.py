@@ -17,3 +17,5 @@ class MessagingConfig(AppConfig):
         # The hottest tunnelled requests: served without building a Django request.
         tunnel.register("PUT", r"/v1/messages/multi_recipient", api.put_multi_recipient_message)
         tunnel.register("PUT", r"/v1/messages/(?P<destination>[^/]+)", api.put_messages_batched)
+        # Asked by clients at start-up (and daily).
+        tunnel.register("GET", r"/v1/certificate/delivery", api.get_delivery_certificate)

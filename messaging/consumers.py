@@ -20,7 +20,7 @@ import logging
 import time
 from urllib.parse import parse_qs
 
-from signalserver import purges
+from signalserver import metrics, purges
 from signalserver.db import in_db_thread
 
 from accounts.services import device_group
@@ -165,12 +165,13 @@ class ChatConsumer(FramedConsumer):
     # --- Delivery -------------------------------------------------------------------------------
 
     async def queue_messages(self, event):
-        """Rows committed for this device, inline: [row id, envelope, story, ephemeral]."""
+        """Rows committed for this device, inline: [row id, envelope, story, ephemeral, accepted
+        at (ms since the epoch, for the delivery latency; None: not known)]."""
         if not self.delivering:
             return
         for row in event["messages"]:
             if row[3]:
-                await self._send_ephemeral(row[1])
+                await self._send_ephemeral(row[1], row[4])
             elif len(self.inline) >= MAX_INLINE_BUFFER:
                 self.reread = True  # the table has it; read it in order when there is room
                 self.unread_notices += 1
@@ -181,15 +182,16 @@ class ChatConsumer(FramedConsumer):
         self.wake.set()
 
     async def queue_sealed(self, event):
-        """Rows from a socket of another process, sealed: [row id, key id, sealed, ephemeral]."""
+        """Rows from a socket of another process, sealed: [row id, key id, sealed, ephemeral,
+        accepted at] (a node of the previous version sends no time)."""
         rows = []
-        for row_id, key_id, sealed, ephemeral in event["messages"]:
+        for row_id, key_id, sealed, ephemeral, *accepted in event["messages"]:
             try:
                 envelope, story = unseal(key_id, sealed, device_pk=self.device.pk)
             except UnreadableEnvelope:
                 logger.error("a notified message does not open: is a queue key missing on this process?")
                 continue
-            rows.append([row_id, envelope, story, ephemeral])
+            rows.append([row_id, envelope, story, ephemeral, accepted[0] if accepted else None])
         await self.queue_messages({"messages": rows})
 
     async def queue_available(self, event):
@@ -237,6 +239,17 @@ class ChatConsumer(FramedConsumer):
             await self.close(code=CLOSE_SERVER_ERROR)
 
     async def _fill_window(self) -> None:
+        # Counted once per fill (signalserver.metrics): deliveries by kind, and the acceptance
+        # times of live ones for the delivery latency.
+        tally, accepted = [0, 0, 0], []
+        try:
+            await self._fill(tally, accepted)
+        finally:
+            metrics.count_delivered(tally)
+            if accepted:
+                metrics.observe_deliveries(accepted)
+
+    async def _fill(self, tally: list[int], accepted: list[int]) -> None:
         while (room := MAX_UNACKNOWLEDGED - len(self.pending)) > 0:
             if self.reread:
                 notices = self.unread_notices
@@ -245,7 +258,7 @@ class ChatConsumer(FramedConsumer):
                 )
                 for row_id, envelope, story in rows:
                     self.cursor = max(self.cursor, row_id)
-                    await self._deliver(row_id, envelope, story)
+                    await self._deliver(row_id, envelope, story, tally)
                 if len(rows) < min(room, FETCH_BATCH) and notices == self.unread_notices:
                     self.reread = False
                     # Inline rows that arrived meanwhile are either read just now or newer.
@@ -255,29 +268,36 @@ class ChatConsumer(FramedConsumer):
                         await self.send_request(QUEUE_EMPTY_PATH, None)
             elif self.inline:
                 batch, self.inline = self.inline[:room], self.inline[room:]
-                for row_id, envelope, story, _ in batch:
+                for row_id, envelope, story, _, accepted_at in batch:
                     if row_id not in self.sent:
                         self.cursor = max(self.cursor, row_id)
-                        await self._deliver(row_id, envelope, story)
+                        if await self._deliver(row_id, envelope, story, tally) and accepted_at is not None:
+                            accepted.append(accepted_at)
             else:
                 return
 
-    async def _deliver(self, row_id: int, envelope: bytes, story: bool) -> None:
+    async def _deliver(self, row_id: int, envelope: bytes, story: bool, tally: list[int]) -> bool:
+        """Send one row (tallied by kind, `metrics.envelope_kind`); False when it is not sent."""
         if row_id in self.sent:
-            return
+            return False
         self._remember(row_id)
         if story and not self.receive_stories:
             # Not for this connection: dropped silently (spec §4.3).
             self.last_ack = submit_ack(self.device, row_id)
-            return
+            return False
         request_id = await self.send_request(MESSAGE_PATH, envelope)
         self.pending[request_id] = row_id
+        tally[metrics.envelope_kind(envelope)] += 1
+        return True
 
-    async def _send_ephemeral(self, envelope: bytes) -> None:
+    async def _send_ephemeral(self, envelope: bytes, accepted_at: int | None) -> None:
         if now_ms() - parse_envelope(envelope).client_timestamp > EPHEMERAL_MAX_AGE_MS:
             return
         request_id = await self.send_request(MESSAGE_PATH, envelope)
         self.pending[request_id] = None
+        metrics.count_delivered_envelopes([envelope])
+        if accepted_at is not None:
+            metrics.observe_deliveries([accepted_at])
 
     def _remember(self, row_id: int) -> None:
         self.sent[row_id] = None

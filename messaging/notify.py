@@ -96,7 +96,7 @@ async def _hand_to_socket(layer, channel: str, queued: list) -> bool:
     rows stay queued either way."""
     local = local_sockets.get(channel)
     if local is not None and local[0] is asyncio.get_running_loop():
-        rows = [[delivery.row_id, delivery.envelope, delivery.story, delivery.ephemeral] for delivery in queued]
+        rows = [[delivery.row_id, delivery.envelope, delivery.story, delivery.ephemeral, delivery.server_timestamp] for delivery in queued]
         try:
             await local[1]({"type": "queue.messages", "messages": rows})
         except Exception:  # e.g. a socket closing under an ephemeral send: the others go on
@@ -106,7 +106,10 @@ async def _hand_to_socket(layer, channel: str, queued: list) -> bool:
     try:
         # Through Redis the envelopes travel sealed, as their rows hold them (messaging/sealing.py).
         for start in range(0, len(queued), MAX_ROWS_PER_NOTIFICATION):
-            rows = [[delivery.row_id, *delivery.seal(), delivery.ephemeral] for delivery in queued[start : start + MAX_ROWS_PER_NOTIFICATION]]
+            rows = [
+                [delivery.row_id, *delivery.seal(), delivery.ephemeral, delivery.server_timestamp]
+                for delivery in queued[start : start + MAX_ROWS_PER_NOTIFICATION]
+            ]
             await layer.send(channel, {"type": "queue.sealed", "messages": rows})
     except ChannelFull:
         logger.warning("a delivery socket's channel is full; the device is pushed instead")

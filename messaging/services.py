@@ -38,7 +38,7 @@ from messaging.multi_recipient import MultiRecipientMessage
 from messaging.notify import notify_committed
 from messaging.reports import report_token
 from messaging.sealing import UnreadableEnvelope, guid_tag, guid_tags, queue_keys, seal, unseal
-from signalserver import ratelimit
+from signalserver import metrics, ratelimit
 from signalserver.errors import (
     BadRequest,
     Conflict,
@@ -193,12 +193,21 @@ def send_messages(requests: list[SendRequest]) -> list[bool | Exception]:
     sends = _each(sends, outcomes, _check_refusal)
     sends = _each(sends, outcomes, _build_deliveries)
     _drop_blocked(sends)
+    identified = sealed = 0  # envelopes queued, counted once for the batch
     for send in _queue(sends, outcomes):
+        if send.source is None:
+            sealed += len(send.deliveries)
+        else:
+            identified += len(send.deliveries)
         if send.is_sync or send.source is None:
             outcomes[send.index] = False
         else:
             sender = accounts.get(send.source)
             outcomes[send.index] = sender is not None and len(sender.devices) > 1
+    if identified:
+        metrics.SENT_IDENTIFIED.inc(identified)
+    if sealed:
+        metrics.SENT_SEALED.inc(sealed)
     return outcomes
 
 
@@ -601,6 +610,7 @@ def send_multi_recipient_message(
         if stale:
             raise StaleRecipientDevices(body=stale)
         deliver_envelopes(deliveries)
+        metrics.SENT_MULTI_RECIPIENT.inc(len(deliveries))
     return uuids404
 
 
@@ -771,6 +781,7 @@ def _delete_acknowledged(condition: str, params: list, device_ids: dict[int, int
                 acknowledged.append((device_ids[device_pk], unseal(key_id, sealed, device_pk=device_pk)[0]))
             except UnreadableEnvelope:
                 pass  # never delivered (it does not open), so it has no receipt to give
+        metrics.count_acknowledged(envelope for _, envelope in acknowledged)
         _queue_receipts(acknowledged)
     return len(deleted)
 
@@ -821,6 +832,7 @@ def _queue_receipts(acknowledged: list[tuple[int, bytes]]) -> None:
                 )
             )
     deliver_envelopes(deliveries)
+    metrics.SENT_RECEIPT.inc(len(deliveries))
 
 
 def reseal_queued(*, batch: int = 1000) -> tuple[int, int]:

@@ -25,6 +25,7 @@ from django.utils import timezone
 from accounts.models import Device
 from push import gateways, payloads, sender
 from push.models import PushDay
+from signalserver import metrics
 from signalserver.errors import REDIS_UNAVAILABLE
 from signalserver.redis_clients import sync_redis
 from signalserver.timestamps import start_of_hour
@@ -197,18 +198,25 @@ def push_new_messages(devices: list[list]) -> list[list]:
 
 
 def _send(items: list[tuple[str, str, payloads.Notification]]) -> list[gateways.PushOutcome]:
-    """Send through `push.sender` and count the outcomes for operators (PushDay)."""
+    """Send through `push.sender` and count the outcomes for operators (PushDay, signalserver.metrics)."""
     outcomes = sender.send_all(items)
     counts: dict[str, dict[str, int]] = {}
+    by_outcome: dict[tuple[str, str], int] = {}  # (platform, outcome) for signalserver.metrics
     for (platform, _token, _notification), outcome in zip(items, outcomes, strict=True):
         column = {gateways.SENT: "sent", gateways.INVALID_TOKEN: "invalidated"}.get(outcome.status, "failed")
         platform_counts = counts.setdefault(platform, {})
         platform_counts[column] = platform_counts.get(column, 0) + 1
+        key = (platform, _PUSH_OUTCOMES.get(outcome.status, "failed"))
+        by_outcome[key] = by_outcome.get(key, 0) + 1
+    metrics.count_pushes(by_outcome)
     today = timezone.now().date()
     for platform, columns in counts.items():
         PushDay.objects.get_or_create(day=today, platform=platform)
         PushDay.objects.filter(day=today, platform=platform).update(**{name: F(name) + n for name, n in columns.items()})
     return outcomes
+
+
+_PUSH_OUTCOMES = {gateways.SENT: "sent", gateways.INVALID_TOKEN: "invalid_token", gateways.RETRY: "retry"}
 
 
 def clear_invalid_token(*, device_pk: int, platform: str, token: str, invalidated_at_ms: int | None) -> bool:

@@ -9,6 +9,10 @@ class SignalserverConfig(AppConfig):
         from django.db.models.signals import post_migrate
 
         from signalserver import schema  # noqa: F401  (registers OpenAPI extensions)
+        from signalserver import remote_config, tunnel
+
+        # Asked by clients at every start: a hot route over sockets.
+        tunnel.register("GET", r"/v2/config", remote_config.get_config)
 
         # For every app: the permissions of later apps only exist once their own signal has run.
         post_migrate.connect(ensure_moderator_group, dispatch_uid="signalserver-moderators")

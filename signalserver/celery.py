@@ -13,6 +13,10 @@ app = Celery("signalserver")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
 
+from signalserver.metrics import connect_celery_signals  # noqa: E402
+
+connect_celery_signals()
+
 
 @signals.setup_logging.connect
 def log_as_the_web_process_does(**_) -> None:

@@ -8,6 +8,9 @@ import time
 
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from django.http import JsonResponse
+from django.middleware.clickjacking import XFrameOptionsMiddleware
+from django.middleware.common import CommonMiddleware
+from django.middleware.security import SecurityMiddleware
 
 from signalserver.errors import unavailable_response
 
@@ -104,3 +107,55 @@ class JsonErrorsMiddleware(_Middleware):
         if response.has_header("Content-Length"):
             response["Content-Length"] = str(len(body))
         return response
+
+
+# --- The API's middleware ------------------------------------------------------------------------
+
+# Under ASGI a Django middleware (MiddlewareMixin) runs each of its hooks on a thread of its own:
+# with the list in settings, an API request took about 15 thread hand-offs before and after its
+# view, a third of its CPU (docs/performance.md, "Prekey bundles over sockets"). API requests
+# therefore go through a shorter list (`api_middleware`, signalserver.asgi): without what only
+# browser pages (the admin) need, since API clients authenticate with device credentials and carry
+# no session or CSRF cookie; and with the middleware that only computes headers or redirects run
+# on the event loop. The admin keeps the list in settings.
+PAGE_MIDDLEWARE = frozenset(
+    {
+        "django.contrib.sessions.middleware.SessionMiddleware",
+        "django.middleware.csrf.CsrfViewMiddleware",
+        "django.contrib.auth.middleware.AuthenticationMiddleware",
+        "django.contrib.messages.middleware.MessageMiddleware",
+    }
+)
+
+
+class _OnTheLoop:
+    """Runs a Django middleware's hooks on the event loop: for hooks that do no I/O."""
+
+    async def __acall__(self, request):
+        response = self.process_request(request) if hasattr(self, "process_request") else None
+        response = response or await self.get_response(request)
+        return self.process_response(request, response) if hasattr(self, "process_response") else response
+
+
+class LoopSecurityMiddleware(_OnTheLoop, SecurityMiddleware):
+    """Django's SecurityMiddleware (headers, HTTPS redirect) on the event loop."""
+
+
+class LoopCommonMiddleware(_OnTheLoop, CommonMiddleware):
+    """Django's CommonMiddleware (Host and user-agent checks, Content-Length) on the event loop."""
+
+
+class LoopXFrameOptionsMiddleware(_OnTheLoop, XFrameOptionsMiddleware):
+    """Django's XFrameOptionsMiddleware (one header) on the event loop."""
+
+
+ON_THE_LOOP = {
+    "django.middleware.security.SecurityMiddleware": "signalserver.middleware.LoopSecurityMiddleware",
+    "django.middleware.common.CommonMiddleware": "signalserver.middleware.LoopCommonMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware": "signalserver.middleware.LoopXFrameOptionsMiddleware",
+}
+
+
+def api_middleware(middleware: list[str]) -> list[str]:
+    """The middleware of API requests, from the list in settings (see PAGE_MIDDLEWARE)."""
+    return [ON_THE_LOOP.get(path, path) for path in middleware if path not in PAGE_MIDDLEWARE]

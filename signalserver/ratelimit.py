@@ -31,6 +31,7 @@ from typing import NamedTuple
 from django.conf import settings
 from redis.exceptions import RedisError
 
+from signalserver import metrics
 from signalserver.crypto import server_key
 from signalserver.errors import DomainError, RateLimited, ServiceUnavailable
 
@@ -307,6 +308,7 @@ def check_each(checks: list[list[Take]]) -> list[DomainError | None]:
                 if limiter.fail_open:
                     continue
                 failures[index] = RateLimited(UNKNOWN_KEY_RETRY_SECONDS, limiter=take.name)
+                metrics.count_refusal(take.name)
                 break
             if take.permits > 0:
                 wanted.append((limiter, take))
@@ -327,6 +329,7 @@ def check_each(checks: list[list[Take]]) -> list[DomainError | None]:
     for (index, wanted), (short, ms) in zip(asked, outcomes, strict=True):
         if short != TAKEN:
             failures[index] = RateLimited(math.ceil(ms / 1000), limiter=wanted[short][1].name)
+            metrics.count_refusal(wanted[short][1].name)
     return failures
 
 

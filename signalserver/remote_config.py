@@ -20,6 +20,9 @@ from rest_framework import serializers
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from signalserver.errors import Unauthorized
+from signalserver.tunnel import Call
+
 # Groups: at most settings.GROUP_MAX_SIZE members, the creator included. Clients count themselves
 # against `global.groupsv2.groupSizeHardLimit` (they let a user pick one fewer other member).
 # Above GROUP_SIZE_RECOMMENDED members clients warn that a group may get slow; the clients' own
@@ -108,8 +111,17 @@ class RemoteConfigView(APIView):
         },
     )
     def get(self, request):
-        config = get_remote_config()
-        etag = config_etag(config)
-        if etag_matches(request.headers.get("If-None-Match"), etag):
-            return Response(status=304, headers={"ETag": etag})
-        return Response({"config": config}, headers={"ETag": etag})
+        status, body, headers = get_config(Call.from_drf(request))
+        return Response(body, status=status, headers=headers)
+
+
+def get_config(call: Call) -> tuple[int, dict | None, dict[str, str]]:
+    """`GET /v2/config` over HTTP (RemoteConfigView) and as a hot route over sockets: clients ask
+    at every start."""
+    if call.principal is None:
+        raise Unauthorized()
+    config = get_remote_config()
+    etag = config_etag(config)
+    if etag_matches(call.headers.get("if-none-match"), etag):
+        return 304, None, {"ETag": etag}
+    return 200, {"config": config}, {"ETag": etag}

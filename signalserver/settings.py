@@ -75,6 +75,8 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # Outermost: counts every request with the status its client gets (signalserver.metrics).
+    "signalserver.metrics.RequestMetricsMiddleware",
     "signalserver.middleware.RequestLogMiddleware",
     # Outside every middleware that can answer an error page (Host check, CSRF), to turn it to JSON.
     "signalserver.middleware.JsonErrorsMiddleware",
@@ -145,10 +147,20 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Redis: channel layer, Celery broker, rate-limit buckets, presence -------------------------
 REDIS_URL = env("REDIS_URL")
+# Every Redis client of a process takes its connections from a pool of at most this many (the
+# channel layer's, the other asyncio clients', the threads', Celery's broker: docs/deployment.md)
+# and, when all are busy, waits up to REDIS_POOL_TIMEOUT_SECONDS for one before failing as if
+# Redis were down.
+REDIS_MAX_CONNECTIONS = env_int("REDIS_MAX_CONNECTIONS", 16)
+REDIS_POOL_TIMEOUT_SECONDS = env_int("REDIS_POOL_TIMEOUT_SECONDS", 10)
+if REDIS_MAX_CONNECTIONS < 2 or REDIS_POOL_TIMEOUT_SECONDS < 1:
+    # The channel layer's reader holds one connection for seconds at a time (BZPOPMIN).
+    raise ImproperlyConfigured("REDIS_MAX_CONNECTIONS must be at least 2 and REDIS_POOL_TIMEOUT_SECONDS at least 1")
 if REDIS_URL:
     CHANNEL_LAYERS = {
         "default": {
-            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            # channels_redis's layer on bounded pools (signalserver/redis_clients.py).
+            "BACKEND": "signalserver.redis_clients.ChannelLayer",
             # socket_timeout above redis-py's 5 s so idle receivers are not cut off (docs/architecture.md §11).
             # Every socket of a worker process shares one list in Redis, so its capacity bounds a
             # burst to the whole process (a multi-recipient send to its sockets), not one socket.
@@ -160,6 +172,11 @@ else:
 
 # --- Celery ---------------------------------------------------------------------------------
 CELERY_BROKER_URL = REDIS_URL or "memory://"
+# Bounded as the other Redis clients: the connections kept for publishing tasks (each holds two
+# Redis connections: kombu's channel checks with PING on one and publishes on another), and the
+# Redis connections of each channel. No result backend: results are ignored.
+CELERY_BROKER_POOL_LIMIT = REDIS_MAX_CONNECTIONS // 2
+CELERY_BROKER_TRANSPORT_OPTIONS = {"max_connections": REDIS_MAX_CONNECTIONS}
 CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", default=not REDIS_URL)
 CELERY_TASK_EAGER_PROPAGATES = True
 CELERY_TASK_IGNORE_RESULT = True
@@ -171,6 +188,8 @@ CELERY_BEAT_SCHEDULE = {
     "purge-expired-username-claims": {"task": "accounts.tasks.purge_expired_username_claims_task", "schedule": 3600.0},
     "purge-account-records": {"task": "accounts.tasks.purge_account_records_task", "schedule": 3600.0},
     "purge-reviewed-spam-reports": {"task": "messaging.tasks.purge_reviewed_spam_reports_task", "schedule": 3600.0},
+    # Proves beat, the broker and a worker work together: alerts fire when it stops (docs/deployment.md).
+    "heartbeat": {"task": "signalserver.tasks.heartbeat_task", "schedule": 30.0, "options": {"expires": 30}},
 }
 
 # --- Messaging ------------------------------------------------------------------------------
@@ -371,6 +390,11 @@ if bool(TURN_SECRET) != bool(TURN_URLS or TURN_URLS_WITH_IPS):
     raise ImproperlyConfigured("TURN_SECRET and TURN_URLS (or TURN_URLS_WITH_IPS) are set together or not at all")
 if TURN_TTL_SECONDS <= 0:
     raise ImproperlyConfigured("TURN_TTL_SECONDS must be positive")
+
+# --- Metrics (docs/deployment.md, "Metrics"): Prometheus' format on a port of its own ---------------
+# Never the public port: METRICS_PORT (0: none) on METRICS_HOST, loopback unless set otherwise.
+METRICS_PORT = env_int("METRICS_PORT", 0)
+METRICS_HOST = env("METRICS_HOST", "127.0.0.1")
 
 # --- Logging: one JSON line per event, sensitive values scrubbed ---------------------------------
 LOG_LEVEL = env("LOG_LEVEL", "INFO").upper()

@@ -14,6 +14,7 @@ import http
 import io
 import logging
 import re
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -27,6 +28,7 @@ from django.http import JsonResponse
 from django.core.handlers.wsgi import WSGIRequest
 from django.urls import Resolver404, resolve
 
+from signalserver import metrics
 from signalserver.auth import TUNNEL_PRINCIPAL
 from signalserver.errors import error_response, unavailable_response
 
@@ -61,15 +63,35 @@ class Reply:
     headers: tuple[str, ...] = ()
 
 
-# (verb, path pattern, handler(call, **path groups) -> (status, JSON-able body or None))
-_routes: list[tuple[str, re.Pattern, Callable]] = []
+# (verb, path pattern, handler(call, **path groups) -> (status, JSON-able body or None), route
+# label for metrics)
+_routes: list[tuple[str, re.Pattern, Callable, str]] = []
 
 
 def register(verb: str, pattern: str, handler: Callable) -> None:
     """Serve `verb pattern` over sockets by calling `handler` directly (a hot route): a plain
     function runs on a database thread; a coroutine function on the event loop (one that hands its
     database work to a batch, e.g. a send)."""
-    _routes.append((verb, re.compile(pattern), handler))
+    _routes.append((verb, re.compile(pattern), handler, route_label(pattern)))
+
+
+def route_label(pattern: str) -> str:
+    """A hot route's pattern as metrics name it, as Django writes the route of the same view:
+    each named group becomes `<str:name>` (`/v1/messages/(?P<destination>[^/]+)` is
+    `/v1/messages/<str:destination>`)."""
+    label, index = [], 0
+    while index < len(pattern):
+        group = re.match(r"\(\?P<(\w+)>", pattern[index:])
+        if group is None:
+            label.append(pattern[index])
+            index += 1
+            continue
+        depth, index = 1, index + group.end()
+        while depth:  # to the group's closing parenthesis (escapes and classes are not nested here)
+            depth += {"(": 1, ")": -1}.get(pattern[index], 0)
+            index += 1
+        label.append(f"<str:{group[1]}>")
+    return "".join(label)
 
 
 def merge_headers(upgrade: dict[str, str], frame_headers) -> dict[str, str]:
@@ -95,24 +117,33 @@ async def dispatch(
     """Answer one tunnelled request; never raises. The path is percent-decoded and the query parsed
     as an HTTP server and Django do (invalid UTF-8 in an escape becomes U+FFFD, blank values are
     kept, a repeated name keeps its last value). `secure`: the socket came over TLS (wss), so the
-    request is an https one (URLs a view builds from it say so)."""
+    request is an https one (URLs a view builds from it say so). Counted in the metrics by the
+    route pattern that served it."""
+    started = time.perf_counter()
+    route = metrics.UNMATCHED
     try:
         parts = urlsplit(path)
         route_path = unquote(parts.path)
-        for route_verb, pattern, handler in _routes:
+        for route_verb, pattern, handler, label in _routes:
             if route_verb == verb and (match := pattern.fullmatch(route_path)):
+                route = label
                 query = dict(parse_qsl(parts.query, keep_blank_values=True))
                 call = Call(principal=principal, headers=headers, query=query, body=body)
                 if asyncio.iscoroutinefunction(handler):
                     try:
-                        return json_reply(*await handler(call, **match.groupdict()))
+                        reply = json_reply(*await handler(call, **match.groupdict()))
                     except Exception as exc:
-                        return _error_reply(exc)
-                return await in_db_thread(_call_handler)(handler, call, match.groupdict())
-        return await _dispatch_to_view(principal, verb, route_path, parts.query, headers, body, client, secure)
+                        reply = _error_reply(exc)
+                else:
+                    reply = await in_db_thread(_call_handler)(handler, call, match.groupdict())
+                break
+        else:
+            route, reply = await _dispatch_to_view(principal, verb, route_path, parts.query, headers, body, client, secure)
     except Exception:
         logger.exception("tunnelled request failed", extra={"route": verb})
-        return Reply(500)
+        reply = Reply(500)
+    metrics.observe_request(metrics.WEBSOCKET, verb, route, reply.status, time.perf_counter() - started)
+    return reply
 
 
 def _call_handler(handler: Callable, call: Call, groups: dict) -> Reply:
@@ -128,6 +159,8 @@ def _error_reply(exc: Exception) -> Reply:
     if mapped is None:
         raise exc
     status, body, headers = mapped
+    if status == 401:  # as the DRF mapper answers it over HTTP
+        headers = {**headers, "WWW-Authenticate": 'Basic realm="signal"'}
     return json_reply(status, body, headers)
 
 
@@ -142,13 +175,15 @@ def json_reply(status: int, body: Any, headers: dict[str, str] | None = None) ->
     return Reply(status, orjson.dumps(body), tuple(lines))
 
 
-async def _dispatch_to_view(principal, verb, path, query, headers, body, client, secure=True) -> Reply:
+async def _dispatch_to_view(principal, verb, path, query, headers, body, client, secure=True) -> tuple[str, Reply]:
+    """(the route pattern that served it, the reply)."""
     try:
         match = resolve(path)
     except Resolver404:
-        return NOT_FOUND
+        return metrics.UNMATCHED, NOT_FOUND
     if match.app_name in NOT_TUNNELLED_APPS:
-        return NOT_FOUND
+        return metrics.UNMATCHED, NOT_FOUND
+    route = "/" + match.route if match.route != "^" else metrics.UNMATCHED
     request = _build_request(principal, verb, path, query, headers, body, client, secure)
     if asyncio.iscoroutinefunction(match.func):
         try:
@@ -162,7 +197,7 @@ async def _dispatch_to_view(principal, verb, path, query, headers, body, client,
         for name, value in response.items()
         if name.lower() in ("content-type", "retry-after", "etag", "location", "www-authenticate")
     )
-    return Reply(response.status_code, bytes(response.content), response_headers)
+    return route, Reply(response.status_code, bytes(response.content), response_headers)
 
 
 def _call_view(match, request):

@@ -25,6 +25,7 @@ from django.conf import settings
 from google.protobuf.message import DecodeError
 
 from signalserver import request_ids
+from signalserver import metrics
 from signalserver.errors import REDIS_UNAVAILABLE, UNAVAILABLE_RETRY_AFTER_SECONDS, log_unavailable, unavailable_dependency
 from signalserver.proto.websocket_pb2 import WebSocketMessage
 from signalserver.redis_clients import wait_for_redis
@@ -112,6 +113,10 @@ class FramedConsumer(AsyncWebsocketConsumer):
             await self.close(code=CLOSE_SERVER_ERROR)
 
     async def accept(self, subprotocol=None, headers=None):
+        if not self.accepted:
+            # The route is one of the few of signalserver.routing, never a client's path.
+            self.open_sockets = metrics.OPEN_SOCKETS.labels(self.scope["path"])
+            self.open_sockets.inc()
         self.accepted = True
         await super().accept(subprotocol, headers)
 
@@ -160,6 +165,8 @@ class FramedConsumer(AsyncWebsocketConsumer):
             for reader in readers:
                 reader.cancel()
             await asyncio.gather(*readers, return_exceptions=True)
+            if self.accepted:
+                self.open_sockets.dec()
 
     async def _dispatch_from(self, receive) -> None:
         while True:

@@ -25,8 +25,11 @@ def default(name: str) -> ratelimit.Limit:
     return ratelimit.LIMITERS[name].default
 
 
-def retry_after(limiter: str) -> str:
-    return str(math.ceil(default(limiter).permit_seconds))
+def retry_after(limiter: str) -> set[str]:
+    """The Retry-After of a limiter just emptied: its seconds per permit, or one less when a
+    second passed since its first take (a slow run)."""
+    seconds = math.ceil(default(limiter).permit_seconds)
+    return {str(seconds), str(seconds - 1)}
 
 
 @pytest.fixture(autouse=True)
@@ -96,7 +99,7 @@ def test_sessions_for_one_number_past_its_limit_are_429_with_retry_after(client,
     refused = create(client)
 
     assert refused.status_code == 429
-    assert refused["Retry-After"] == retry_after("verificationSession")
+    assert refused["Retry-After"] in retry_after("verificationSession")
     assert VerificationSession.objects.filter(number=NUMBER).count() == allowed
     assert create(client, number="+14155550199").status_code == 200  # counted per number
     clock(int(refused["Retry-After"]))
@@ -112,7 +115,7 @@ def test_sessions_from_one_address_are_limited_across_numbers(client):
     refused = create(client, last)
 
     assert refused.status_code == 429
-    assert refused["Retry-After"] == retry_after("verificationSessionPerIp")
+    assert refused["Retry-After"] in retry_after("verificationSessionPerIp")
     assert not VerificationSession.objects.filter(number=last).exists()
     assert create(client, last, address=OTHER_ADDRESS).status_code == 200
 
@@ -130,7 +133,7 @@ async def test_sessions_opened_over_the_socket_count_against_the_same_number_lim
     await ws.disconnect()
 
     assert refused.status == 429
-    assert f"Retry-After:{retry_after('verificationSession')}" in [h.replace(" ", "") for h in refused.headers]
+    assert {f"Retry-After:{value}" for value in retry_after("verificationSession")} & {h.replace(" ", "") for h in refused.headers}
     assert accepted.status == 200  # no client address known here: the per-address limit lets it pass
 
 
@@ -190,7 +193,7 @@ def test_code_sends_from_one_address_are_limited_across_numbers(client):
     refused = send(client, session)
 
     assert refused.status_code == 429
-    assert refused["Retry-After"] == retry_after("verificationCodePerIp")
+    assert refused["Retry-After"] in retry_after("verificationCodePerIp")
     assert refused.json()["id"] == session and sms_sent(session) == 0
     assert send(client, session, address=OTHER_ADDRESS).status_code == 200
 
