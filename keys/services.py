@@ -29,6 +29,7 @@ from keys.models import (
     SignedPreKey,
 )
 from signalserver import ratelimit
+from signalserver.batching import each_going_on
 from signalserver.crypto import verify_xeddsa
 from signalserver.errors import BadRequest, DomainError, InvalidSignature, NotFound, Unauthorized, UnprocessableEntity
 from signalserver.wire import ServiceId
@@ -293,17 +294,17 @@ def fetch_prekey_bundles(requests: list[BundleRequest]) -> list[PreKeyBundle | D
     404 as a caller does. Authenticated fetches take from the `prekeys` limiter.
     """
     outcomes: list = [None] * len(requests)
-    fetches = _each([_Fetch(index, request) for index, request in enumerate(requests)], outcomes, _check_request)
+    fetches = each_going_on([_Fetch(index, request) for index, request in enumerate(requests)], outcomes, _check_request)
     if not fetches:
         return outcomes
     targets = _read_targets([fetch.request.target for fetch in fetches])
-    fetches = _each(fetches, outcomes, lambda fetch: _check_access(fetch, targets))
+    fetches = each_going_on(fetches, outcomes, lambda fetch: _check_access(fetch, targets))
     _refuse_blocked(fetches, outcomes)
     fetches = [fetch for fetch in fetches if outcomes[fetch.index] is None]
     limited = [fetch for fetch in fetches if fetch.request.caller is not None]
     for fetch, refusal in zip(limited, ratelimit.check_each([[_prekeys_take(fetch)] for fetch in limited]), strict=True):
         outcomes[fetch.index] = refusal
-    fetches = _each([fetch for fetch in fetches if outcomes[fetch.index] is None], outcomes, _check_identity_key)
+    fetches = each_going_on([fetch for fetch in fetches if outcomes[fetch.index] is None], outcomes, _check_identity_key)
     _claim_keys(fetches)
     for fetch in fetches:
         bundles = [fetch.bundles[device[1]] for device in fetch.devices if device[1] in fetch.bundles]
@@ -312,20 +313,6 @@ def fetch_prekey_bundles(requests: list[BundleRequest]) -> list[PreKeyBundle | D
         else:
             outcomes[fetch.index] = fetch.not_found()
     return outcomes
-
-
-def _each(fetches: list[_Fetch], outcomes: list, step) -> list[_Fetch]:
-    """Apply one step to every fetch; the fetches that go on (a step raises the error its fetch
-    answers with)."""
-    going_on = []
-    for fetch in fetches:
-        try:
-            step(fetch)
-        except DomainError as error:
-            outcomes[fetch.index] = error
-        else:
-            going_on.append(fetch)
-    return going_on
 
 
 def _check_request(fetch: _Fetch) -> None:

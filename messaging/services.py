@@ -39,6 +39,7 @@ from messaging.notify import notify_committed
 from messaging.reports import report_token
 from messaging.sealing import UnreadableEnvelope, guid_tag, guid_tags, queue_keys, seal, unseal
 from signalserver import metrics, ratelimit
+from signalserver.batching import each_going_on
 from signalserver.errors import (
     BadRequest,
     Conflict,
@@ -181,17 +182,17 @@ def send_messages(requests: list[SendRequest]) -> list[bool | Exception]:
     read of every destination and sender, one rate-limit call, one INSERT. Each send succeeds or
     fails on its own: its outcome is its `needsSync`, or the error it answers with."""
     outcomes: list = [None] * len(requests)
-    sends = _each([_Send(index, request) for index, request in enumerate(requests)], outcomes, _check_request)
+    sends = each_going_on([_Send(index, request) for index, request in enumerate(requests)], outcomes, _check_request)
     if not sends:
         return outcomes
     accounts = _load_accounts(
         [send.request.destination for send in sends], [send.source.uuid for send in sends if send.source is not None]
     )
-    sends = _each(sends, outcomes, lambda send: _check_access(send, accounts))
+    sends = each_going_on(sends, outcomes, lambda send: _check_access(send, accounts))
     for send, refusal in zip(sends, ratelimit.check_each([send.takes for send in sends]), strict=True):
         send.refusal = refusal
-    sends = _each(sends, outcomes, _check_refusal)
-    sends = _each(sends, outcomes, _build_deliveries)
+    sends = each_going_on(sends, outcomes, _check_refusal)
+    sends = each_going_on(sends, outcomes, _build_deliveries)
     _drop_blocked(sends)
     identified = sealed = 0  # envelopes queued, counted once for the batch
     for send in _queue(sends, outcomes):
@@ -209,23 +210,6 @@ def send_messages(requests: list[SendRequest]) -> list[bool | Exception]:
     if sealed:
         metrics.SENT_SEALED.inc(sealed)
     return outcomes
-
-
-def _each(sends: list[_Send], outcomes: list, step) -> list[_Send]:
-    """Apply one step of `send_messages` to every send; the sends that go on. A step raises the
-    DomainError a send answers with, or returns a send's final outcome early (not None)."""
-    going_on = []
-    for send in sends:
-        try:
-            outcome = step(send)
-        except DomainError as error:
-            outcomes[send.index] = error
-        else:
-            if outcome is None:
-                going_on.append(send)
-            else:
-                outcomes[send.index] = outcome
-    return going_on
 
 
 def _check_request(send: _Send) -> None:

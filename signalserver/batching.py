@@ -15,6 +15,7 @@ from weakref import WeakKeyDictionary
 
 from signalserver import request_ids
 from signalserver.db import in_db_thread
+from signalserver.errors import DomainError
 
 
 class LoopBatcher:
@@ -68,3 +69,21 @@ def loop_batcher(handle: Callable[[list], list], max_items: int) -> LoopBatcher:
     if batcher is None:
         batcher = batchers[handle] = LoopBatcher(handle, loop, max_items)
     return batcher
+
+
+def each_going_on(items: list, outcomes: list, step) -> list:
+    """Apply one step of a batch to every item (each has an `index` into `outcomes`); the items
+    that go on. A step raises the DomainError its item answers with, or returns the item's final
+    outcome early (not None)."""
+    going_on = []
+    for item in items:
+        try:
+            outcome = step(item)
+        except DomainError as error:
+            outcomes[item.index] = error
+        else:
+            if outcome is None:
+                going_on.append(item)
+            else:
+                outcomes[item.index] = outcome
+    return going_on

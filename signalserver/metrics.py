@@ -168,43 +168,6 @@ def observe_request(transport: str, method: str, route: str, status: int, second
     deferred.observe(child, REQUEST_BUCKETS, seconds)
 
 
-class RequestMetricsMiddleware:
-    """Counts every HTTP request Django answers, by its route pattern (`/v1/messages/<str:destination>`,
-    never the path). Works in the async and the sync stack without thread hops."""
-
-    sync_capable = True
-    async_capable = True
-
-    def __init__(self, get_response):
-        from asgiref.sync import iscoroutinefunction, markcoroutinefunction
-
-        self.get_response = get_response
-        self.is_async = iscoroutinefunction(get_response)
-        if self.is_async:
-            markcoroutinefunction(self)
-
-    def __call__(self, request):
-        if self.is_async:
-            return self._acall(request)
-        started = time.perf_counter()
-        response = self.get_response(request)
-        _observe_http(request, response, started)
-        return response
-
-    async def _acall(self, request):
-        started = time.perf_counter()
-        response = await self.get_response(request)
-        _observe_http(request, response, started)
-        return response
-
-
-def _observe_http(request, response, started: float) -> None:
-    match = getattr(request, "resolver_match", None)
-    # The catch-all route (`^`, the JSON 404) serves paths no route serves.
-    route = "/" + match.route if match is not None and match.route != "^" else UNMATCHED
-    observe_request(HTTP, request.method, route, response.status_code, time.perf_counter() - started)
-
-
 # --- Messages -----------------------------------------------------------------------------------
 
 IDENTIFIED, SEALED, MULTI_RECIPIENT, RECEIPT = "identified", "sealed", "multi_recipient", "receipt"

@@ -12,6 +12,7 @@ from django.middleware.clickjacking import XFrameOptionsMiddleware
 from django.middleware.common import CommonMiddleware
 from django.middleware.security import SecurityMiddleware
 
+from signalserver import metrics
 from signalserver.errors import unavailable_response
 
 logger = logging.getLogger("signalserver.request")
@@ -54,22 +55,22 @@ class SignalTimestampMiddleware(_Middleware):
 
 
 class RequestLogMiddleware(_Middleware):
-    """One line per request: method, route pattern (never the raw path), status and duration."""
+    """One line per request and its count in the metrics: method, route pattern (never the raw
+    path), status and duration."""
 
     def __call__(self, request):
         request._log_started = time.perf_counter()
         return super().__call__(request)
 
     def process(self, request, response):
+        seconds = time.perf_counter() - request._log_started
         match = getattr(request, "resolver_match", None)
+        # The catch-all route (`^`, the JSON 404) serves paths no route serves.
+        route = "/" + match.route if match is not None and match.route != "^" else metrics.UNMATCHED
+        metrics.observe_request(metrics.HTTP, request.method, route, response.status_code, seconds)
         logger.info(
             "request",
-            extra={
-                "method": request.method,
-                "route": "/" + match.route if match else "unmatched",
-                "status": response.status_code,
-                "duration_ms": round((time.perf_counter() - request._log_started) * 1000, 2),
-            },
+            extra={"method": request.method, "route": route, "status": response.status_code, "duration_ms": round(seconds * 1000, 2)},
         )
         return response
 

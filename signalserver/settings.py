@@ -75,8 +75,7 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
-    # Outermost: counts every request with the status its client gets (signalserver.metrics).
-    "signalserver.metrics.RequestMetricsMiddleware",
+    # Outermost: logs and counts (signalserver.metrics) every request with the status its client gets.
     "signalserver.middleware.RequestLogMiddleware",
     # Outside every middleware that can answer an error page (Host check, CSRF), to turn it to JSON.
     "signalserver.middleware.JsonErrorsMiddleware",
