@@ -1,4 +1,4 @@
-"""Captcha assessment for verification sessions (spec §2.1).
+"""Captcha assessment for verification sessions.
 
 `settings.CAPTCHA_PROVIDER`, read on every call:
 

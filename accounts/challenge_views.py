@@ -1,4 +1,4 @@
-"""Rate-limit challenges (spec §8.3): `PUT /v1/challenge` and `POST /v1/challenge/push`, thin views
+"""Rate-limit challenges: `PUT /v1/challenge` and `POST /v1/challenge/push`, thin views
 over `accounts.challenges`."""
 
 from drf_spectacular.utils import OpenApiResponse, extend_schema
@@ -12,7 +12,7 @@ from signalserver.errors import BadRequest
 from signalserver.schema import RETRY_AFTER, challenge_required, rate_limited
 
 MAX_ANSWER_CHARS = 4096
-CAPTCHA_TYPES = ("captcha", "recaptcha")  # "recaptcha": clients from before 2024 (spec §8.3)
+CAPTCHA_TYPES = ("captcha", "recaptcha")  # "recaptcha": clients from before 2024
 PUSH_TYPE = "rateLimitPushChallenge"
 
 

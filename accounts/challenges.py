@@ -1,8 +1,8 @@
-"""Rate-limit challenges (spec §8.3): a limit a challenge can lift answers 428 instead of 429, and
+"""Rate-limit challenges: a limit a challenge can lift answers 428 instead of 429, and
 the account proves it is human (captcha) or holds its primary device (push challenge) with
 `PUT /v1/challenge`; the limit is then lifted.
 
-Which limits a challenge lifts is policy (spec §8.4). Ours: the sender's `messages` buckets, the
+Which limits a challenge lifts is policy. Ours: the sender's `messages` buckets, the
 limit an automated sender hits first. The 428 token is signed for the account and names nothing.
 """
 

@@ -1,4 +1,4 @@
-"""The provisioning socket `/v1/websocket/provisioning/` (spec §2.6): the transport that carries the
+"""The provisioning socket `/v1/websocket/provisioning/`: the transport that carries the
 primary's encrypted ProvisionEnvelope to a device being linked.
 
 The socket gets a random address (`PUT /v1/address`); the primary sends the envelope to that

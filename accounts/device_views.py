@@ -1,4 +1,4 @@
-"""Devices and linking (spec §2.5, §2.6): thin views over `accounts.devices`."""
+"""Devices and linking: thin views over `accounts.devices`."""
 
 from datetime import UTC, datetime, time
 
@@ -53,7 +53,7 @@ def _day_ms(day) -> int:
 
 
 def device_info(device: Device) -> dict:
-    # No createdAtCiphertext: it needs libsignal's HPKE sealing (spec §2.5, §10); clients fall back
+    # No createdAtCiphertext: it needs libsignal's HPKE sealing; clients fall back
     # to the plain `created`.
     return {
         "id": device.device_id,
@@ -145,7 +145,7 @@ class LinkDeviceSerializer(serializers.Serializer):
 
 
 class LinkDeviceView(APIView):
-    """Not device-authenticated: the Basic header's password becomes the new device's (spec §1.1)."""
+    """Not device-authenticated: the Basic header's password becomes the new device's."""
 
     authentication_classes: list = []
     permission_classes: list = []
@@ -221,7 +221,7 @@ MAX_LINK_WAIT_SECONDS = 3600
 
 
 def _link_wait_parameters(identifier: str, timeout: str | None) -> int:
-    """The wait in seconds; BadRequest for an identifier or timeout out of range (spec §2.5)."""
+    """The wait in seconds; BadRequest for an identifier or timeout out of range."""
     if not 32 <= len(identifier) <= 64:
         raise BadRequest("tokenIdentifier must be 32 to 64 characters")
     if timeout is None:

@@ -1,4 +1,4 @@
-"""Linked devices (spec §2.5): link tokens, linking a new device, listing and removing devices."""
+"""Linked devices: link tokens, linking a new device, listing and removing devices."""
 
 from __future__ import annotations
 
@@ -181,7 +181,7 @@ def check_link_wait_rate(*, account: Account) -> None:
 
 def send_provisioning_message(*, account: Account, address: str, envelope: bytes) -> None:
     """`PUT /v1/provisioning/{address}`: hand a ProvisionEnvelope to the socket waiting on that
-    address (404 when none is). Counted by the sender's `messages` bucket (spec §8.2)."""
+    address (404 when none is). Counted by the sender's `messages` bucket."""
     from accounts.consumers import deliver_provisioning_message
 
     ratelimit.check("messages", str(account.aci), aci=account.aci)

@@ -1,4 +1,4 @@
-"""Accounts, their devices, phone-number identifiers and verification sessions (spec §0.1, §2)."""
+"""Accounts, their devices, phone-number identifiers and verification sessions."""
 
 import uuid
 
@@ -6,7 +6,7 @@ from django.db import models
 
 MAX_DEVICE_ID = 127
 PRIMARY_DEVICE_ID = 1
-MAX_DEVICES = 6  # per account, the primary included (spec §2.5)
+MAX_DEVICES = 6  # per account, the primary included
 
 
 class PhoneNumberIdentifier(models.Model):
@@ -63,10 +63,10 @@ class Device(models.Model):
     apn_id = models.CharField(max_length=255, blank=True, default="")
     gcm_id = models.CharField(max_length=255, blank=True, default="")
     # The hour the current push token was set (rounded down): an "unregistered" report from the
-    # push service clears the token only if it was set before (spec §7.3). Within that hour a token
+    # push service clears the token only if it was set before. Within that hour a token
     # set again after the report is cleared too; the client sets it again.
     push_token_set_at = models.DateTimeField(null=True, blank=True)
-    # Day granularity on purpose (privacy, spec §1.1).
+    # Day granularity on purpose (privacy, docs/privacy.md).
     created = models.DateField(auto_now_add=True)
     last_seen = models.DateField(null=True, blank=True)
 
@@ -104,7 +104,7 @@ class DeletedAccount(models.Model):
 
 
 class VerificationSession(models.Model):
-    """Proof of control of a phone number in progress (spec §2.1); expires after inactivity."""
+    """Proof of control of a phone number in progress; expires after inactivity."""
 
     id = models.BinaryField(primary_key=True, max_length=16)
     number = models.CharField(max_length=20)
@@ -123,7 +123,7 @@ class VerificationSession(models.Model):
     failed_attempts = models.PositiveSmallIntegerField(default=0)
     last_attempt_at = models.DateTimeField(null=True, blank=True)
     sender_refused = models.BooleanField(default=False)  # provider refused permanently
-    # Why it refused (a spec §2.1 440 reason), repeated to later code requests in the session.
+    # Why it refused (a 440 reason), repeated to later code requests in the session.
     sender_refusal_reason = models.CharField(max_length=24, blank=True, default="")
     # The exact times above serve the waits while the session lives; it is deleted once expired.
     expires_at = models.DateTimeField(db_index=True)
@@ -133,11 +133,11 @@ class VerificationSession(models.Model):
 
 
 class UsedLinkToken(models.Model):
-    """A device-link token that was spent: each works once (spec §2.5). Kept until it expires."""
+    """A device-link token that was spent: each works once. Kept until it expires."""
 
     identifier = models.CharField(max_length=64, primary_key=True)  # b64url(SHA-256(token))
     expires_at = models.DateTimeField(db_index=True)  # rounded up to the hour: not the time of linking
-    # The device linked with it, for `wait_for_linked_device` (spec §2.5).
+    # The device linked with it, for `wait_for_linked_device`.
     device = models.ForeignKey(Device, on_delete=models.CASCADE, null=True, blank=True, related_name="+")
 
 
@@ -182,7 +182,7 @@ class TotpEnrolment(models.Model):
 
 
 class RateLimitPushChallenge(models.Model):
-    """The push challenge last sent to the account's primary (spec §8.3): answered once, within
+    """The push challenge last sent to the account's primary: answered once, within
     five minutes, with `PUT /v1/challenge`."""
 
     account = models.OneToOneField(Account, on_delete=models.CASCADE, primary_key=True, related_name="+")
@@ -191,7 +191,7 @@ class RateLimitPushChallenge(models.Model):
 
 
 class Profile(models.Model):
-    """One version of an account's encrypted profile (spec §2.7). Every field is ciphertext under
+    """One version of an account's encrypted profile. Every field is ciphertext under
     the profile key, which only the account's contacts hold; `version` is derived from that key by
     the client. The account's current version is the one with `replaced` null; the one it replaced
     is kept for a grace period (contacts still on the old key can read it), older ones are gone."""
@@ -218,7 +218,7 @@ class Profile(models.Model):
 
 
 class UsernameClaim(models.Model):
-    """A username hash (spec §2.4; the server never sees the username) as one account holds it:
+    """A username hash (the server never sees the username) as one account holds it:
     confirmed (the account's username), reserved (for 5 minutes, on the way to being confirmed) or
     held (for 7 days after the account gave it up, so nobody else takes it at once). One row per
     hash, whatever its state: the unique index is what makes two accounts' concurrent claims of
@@ -244,7 +244,7 @@ class UsernameClaim(models.Model):
 
 
 class UsernameLink(models.Model):
-    """An account's username link (spec §2.4): the username encrypted by the client, found by a
+    """An account's username link: the username encrypted by the client, found by a
     random handle that the account shares as a link or QR code."""
 
     account = models.OneToOneField(Account, on_delete=models.CASCADE, related_name="username_link")

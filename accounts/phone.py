@@ -1,4 +1,4 @@
-"""Phone numbers: parsed and normalised with libphonenumber (spec §0.1)."""
+"""Phone numbers: parsed and normalised with libphonenumber."""
 
 import phonenumbers
 
@@ -8,7 +8,7 @@ MAX_NUMBER_LENGTH = 32
 
 
 def normalize_number(text: str) -> str:
-    """The E.164 form of `text`; 422 when it is not a valid number, 400 (spec body) when the
+    """The E.164 form of `text`; 422 when it is not a valid number, 400 (Signal's body) when the
     number is valid but not already written in its normalised form."""
     if not isinstance(text, str) or not text.startswith("+") or len(text) > MAX_NUMBER_LENGTH:
         raise UnprocessableEntity("number is not a valid E.164 number")

@@ -1,4 +1,4 @@
-"""Signal's JSON shapes for profiles (spec §2.7): shape and ciphertext lengths only.
+"""Signal's JSON shapes for profiles: shape and ciphertext lengths only.
 
 Each field is ciphertext of a padded plaintext (AES-GCM: 12-byte nonce and 16-byte tag added), so
 only a few lengths are possible; anything else is not a profile a Signal client wrote."""
@@ -49,7 +49,7 @@ class SetProfileSerializer(serializers.Serializer):
 
 
 class AvatarFormSerializer(serializers.Serializer):
-    """The avatar upload form (spec §6.2)."""
+    """The avatar upload form."""
 
     key = serializers.CharField()
     credential = serializers.CharField()

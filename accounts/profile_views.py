@@ -1,4 +1,4 @@
-"""`/v1/profile` (spec §2.7): thin views over accounts.profiles."""
+"""`/v1/profile`: thin views over accounts.profiles."""
 
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema

@@ -1,4 +1,4 @@
-"""Versioned encrypted profiles (spec §2.7): setting a version, reading the current identity facts
+"""Versioned encrypted profiles: setting a version, reading the current identity facts
 and a version's ciphertext, and the batch identity check.
 
 Reads follow Signal's "optional access" (accounts.selectors.readable_account): an authenticated
@@ -34,7 +34,7 @@ MAX_IDENTITY_CHECKS = 1000
 
 @dataclass(frozen=True, slots=True)
 class ProfileVersion:
-    """What a client sets (spec §2.7 `PUT /v1/profile`), already checked for shape and lengths."""
+    """What a client sets (`PUT /v1/profile`), already checked for shape and lengths."""
 
     version: str
     commitment: bytes
@@ -49,7 +49,7 @@ class ProfileVersion:
 
 def set_profile(*, account: Account, profile: ProfileVersion) -> dict | None:
     """Make `profile.version` the account's current profile. Returns the avatar upload form
-    (spec §6.2) when the client is to upload a new avatar, else None. The previous current
+    when the client is to upload a new avatar, else None. The previous current
     version is kept for PROFILE_GRACE_DAYS; versions older than it go, with avatars no version
     keeps."""
     with transaction.atomic():
@@ -79,7 +79,7 @@ def set_profile(*, account: Account, profile: ProfileVersion) -> dict | None:
             unused_avatars |= {name for name in older.values_list("avatar", flat=True) if name}
             older.exclude(version=profile.version).delete()
         if current is not None and current.avatar and current.avatar != avatar:
-            unused_avatars.add(current.avatar)  # spec §2.7: a changed or removed avatar is deleted
+            unused_avatars.add(current.avatar)  # a changed or removed avatar is deleted
         Profile.objects.update_or_create(account=account, version=profile.version, defaults=fields)
         unused_avatars.discard(avatar)
         transaction.on_commit(lambda: _delete_avatars(unused_avatars))
@@ -117,7 +117,7 @@ def account_capabilities(account: Account) -> dict[str, bool]:
 
 
 def unidentified_access_checksum(access_key: bytes | None) -> bytes | None:
-    """Proof that the server holds the account's access key, without revealing it (spec §2.7)."""
+    """Proof that the server holds the account's access key, without revealing it."""
     if access_key is None:
         return None
     return hmac.new(bytes(access_key), ZERO_BLOCK, hashlib.sha256).digest()

@@ -1,5 +1,5 @@
 """Registration of a phone number's primary device: a new account, or re-registration of an existing
-one that keeps its ACI and replaces its devices and keys (spec §2.2)."""
+one that keeps its ACI and replaces its devices and keys."""
 
 from __future__ import annotations
 
@@ -49,7 +49,7 @@ from signalserver.wire import b64decode_url
 # Capabilities every new device must declare (Signal: "required for new devices").
 REQUIRED_CAPABILITIES = ("spqr",)
 MIN_PASSWORD_LENGTH = 16
-# A registration lock is enforced only while the account was seen this recently (spec §2.3).
+# A registration lock is enforced only while the account was seen this recently.
 REGISTRATION_LOCK_LIFETIME = timedelta(days=7)
 # A number registered again this soon after its account was deleted gets the old ACI back.
 ACCOUNT_ATTRIBUTE_FIELDS = [
@@ -185,7 +185,7 @@ def _create_or_reregister(
     (locked credentials, closed sockets, removed recovery password) commit.
     """
     identifier, _ = PhoneNumberIdentifier.objects.get_or_create(number=number)
-    # Every registration of one number serialises on its PNI row (spec §2.8): the existing-account
+    # Every registration of one number serialises on its PNI row: the existing-account
     # checks below and the writes after them see no concurrent registration of the number.
     identifier = PhoneNumberIdentifier.objects.select_for_update(no_key=True).get(pk=identifier.pk)
 
@@ -204,7 +204,7 @@ def _create_or_reregister(
             return _LockedOut(time_remaining_ms=time_remaining // timedelta(milliseconds=1))
         if time_remaining is not None:
             ratelimit.reset("pin", ratelimit.hashed(number))  # the right lock clears the guesses
-        # Spec §2.2 step 7: proving the number (and the lock) is not enough when the account has a
+        # Proving the number (and the lock) is not enough when the account has a
         # second factor. 441 rolls back everything above; an accepted code is spent with the commit.
         check_registration_totp(account=existing, code=totp)
 
@@ -299,5 +299,5 @@ def _lock_out(account: Account, devices: list[Device]) -> None:
     RegistrationRecoveryPassword.objects.filter(pni=account.pni).delete()
     primary = next((device for device in devices if device.device_id == PRIMARY_DEVICE_ID), None)
     if primary is not None:
-        # The owner's phone learns that someone tried to take the number (spec §7.2).
+        # The owner's phone learns that someone tried to take the number.
         alert_attempted_login(device_pk=primary.pk, context=FAILED_REGISTRATION_LOCK)

@@ -1,4 +1,4 @@
-"""Signal's JSON shapes for `POST /v1/registration` (spec §2.2): shape and combination checks only.
+"""Signal's JSON shapes for `POST /v1/registration`: shape and combination checks only.
 
 Field `source`s are the keyword arguments of `accounts.registration.register_account`, so the
 validated data can be passed on as it is.
@@ -63,7 +63,7 @@ class RegistrationSerializer(serializers.Serializer):
     pniPqLastResortPreKey = _optional(KEMSignedPreKeySerializer, source="pni_pq_last_resort_prekey")
     apnToken = _optional(ApnTokenSerializer, source="apn_token")
     gcmToken = _optional(GcmTokenSerializer, source="gcm_token")
-    # A one-time password (or backup code) when the number's account has TOTP (spec §2.2, 441).
+    # A one-time password (or backup code) when the number's account has TOTP (441).
     totp = _optional(OneTimeCodeField)
 
     def validate(self, attrs):

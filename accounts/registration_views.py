@@ -1,4 +1,4 @@
-"""`POST /v1/registration` (spec §2.2): a thin view over `accounts.registration`."""
+"""`POST /v1/registration`: a thin view over `accounts.registration`."""
 
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
@@ -20,7 +20,7 @@ from signalserver.schema import RETRY_AFTER, rate_limited
 
 class RegistrationView(APIView):
     """Not device-authenticated: the Basic header carries the number being registered and the new
-    primary device's password, read here directly (spec §1.1, §2.8)."""
+    primary device's password, read here directly."""
 
     authentication_classes: list = []
     permission_classes: list = []

@@ -25,7 +25,7 @@ def any_device_has(account: Account, capability: str) -> bool:
 
 
 def has_unidentified_access(account: Account, access_key: bytes) -> bool:
-    """Signal's "optional access" for anonymous callers (spec §2.7, §4.8): the 16-byte access key
+    """Signal's "optional access" for anonymous callers: the 16-byte access key
     matches the account's, compared in constant time, or the account accepts anyone."""
     if account.unrestricted_unidentified_access:
         return True
@@ -34,7 +34,7 @@ def has_unidentified_access(account: Account, access_key: bytes) -> bool:
 
 
 def readable_account(*, caller, access_key: bytes | None, target: ServiceId, group_send_token: str | None = None) -> Account:
-    """The account `target` names, for a read under Signal's "optional access" (spec §2.7, §3.3):
+    """The account `target` names, for a read under Signal's "optional access":
     an authenticated `caller` reads any existing account (404 otherwise); an anonymous one needs
     the account's access key, and gets 401 for a missing or wrong key, a PNI target or an account
     that does not exist, so that the answer never tells whether it exists. An account that the

@@ -1,4 +1,4 @@
-"""Signal's JSON shapes for accounts (spec §2.2, §2.3): shape checks only."""
+"""Signal's JSON shapes for accounts: shape checks only."""
 
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
@@ -83,7 +83,7 @@ class AccountIdentitySerializer(serializers.Serializer):
 
 
 def account_identity(account, *, storage_capable: bool) -> dict:
-    """The account identity object of spec §2.2/§2.3."""
+    """The account identity object of Signal's API."""
     from accounts import usernames
 
     username_hash, handle = usernames.confirmed_hash(account), usernames.link_handle(account)

@@ -81,7 +81,7 @@ def set_registration_lock(*, account: Account, lock: str | None) -> None:
 
 @transaction.atomic
 def set_account_attributes(*, account: Account, device: Device, attributes: dict, user_agent: str = "") -> None:
-    """`PUT /v1/accounts/attributes`: full replacement (spec §2.3); registration ids never change."""
+    """`PUT /v1/accounts/attributes`: full replacement; registration ids never change."""
     if attributes["discoverableByPhoneNumber"] and account.number is None:
         raise BadRequest("discoverableByPhoneNumber requires a phone number")
     if attributes["recoveryPassword"] and account.pni is None:

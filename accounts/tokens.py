@@ -63,7 +63,7 @@ def signing_key() -> bytes:
 
 
 def credential_fingerprint(device: Device) -> str:
-    """Changes whenever the device's password does (and when it is locked, spec §2.2).
+    """Changes whenever the device's password does (and when it is locked).
 
     Keyed, so the fingerprint readable in a token says nothing about the stored hash.
     """

@@ -1,6 +1,6 @@
-"""Two-factor authentication for an account (our extension, spec "What we add" and §1.4 441):
+"""Two-factor authentication for an account (our extension, docs/api.md "What we add"; status 441):
 enrolment, confirmation and removal of a TOTP secret (RFC 6238), single-use backup codes, and the
-check that re-registering the number of an account with TOTP makes (spec §2.2 step 7).
+check that re-registering the number of an account with TOTP makes.
 
 - Codes are 6 digits over 30-second steps (what every authenticator app does). A code of the
   current step or of one step either side is accepted, to forgive clock drift; once a code has been
@@ -11,7 +11,7 @@ check that re-registering the number of an account with TOTP makes (spec §2.2 s
   associated data so a ciphertext cannot be moved to another account). Rotating SECRET_KEY
   therefore makes enrolled secrets unreadable: re-enrolment is needed.
 - Every check of a code (confirmation, removal, registration) spends a permit of the `checkTotp`
-  limiter keyed by the ACI (spec §8.2: 5, one per 6 s) before the code is compared.
+  limiter keyed by the ACI (bucket 5, one per 6 s) before the code is compared.
 """
 
 from __future__ import annotations
@@ -65,7 +65,7 @@ def _decrypt(blob: bytes, account: Account) -> str | None:
 
 
 def check_totp_rate_limit(account: Account) -> None:
-    """Spend one `checkTotp` permit of the account (spec §8.2: bucket 5, one per 6 s, keyed by ACI),
+    """Spend one `checkTotp` permit of the account (bucket 5, one per 6 s, keyed by ACI),
     raising RateLimited (429) when none is left."""
     ratelimit.check("checkTotp", str(account.aci), aci=account.aci)
 
@@ -146,7 +146,7 @@ def remove_totp(*, account: Account, device: Device, code: str | None, now: floa
 
 
 def check_registration_totp(*, account: Account, code: str | None, now: float | None = None) -> None:
-    """Spec §2.2 step 7: re-registering the number of an account with confirmed TOTP needs one of
+    """Re-registering the number of an account with confirmed TOTP needs one of
     its codes (or a backup code); TotpRequired (441) otherwise. Runs inside the registration's
     transaction, with the account row locked: an accepted code is spent only if the registration
     commits."""

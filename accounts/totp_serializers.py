@@ -18,7 +18,7 @@ SEPARATORS = str.maketrans("", "", " -")
 )
 class OneTimeCodeField(serializers.Field):
     """A TOTP code or a backup code, as digits. Signal's registration body sends the code as an
-    integer (spec §2.2), which loses leading zeros: integers below 10^6 are TOTP codes."""
+    integer, which loses leading zeros: integers below 10^6 are TOTP codes."""
 
     default_error_messages = {
         "invalid": f"must be a {CODE_DIGITS}-digit code or a {BACKUP_CODE_DIGITS}-digit backup code"

@@ -1,4 +1,4 @@
-"""`/v1/accounts/username_hash` and `/v1/accounts/username_link` (spec §2.4): thin views over
+"""`/v1/accounts/username_hash` and `/v1/accounts/username_link`: thin views over
 accounts.usernames."""
 
 import uuid

@@ -1,4 +1,4 @@
-"""Usernames (spec §2.4): the server keeps 32-byte hashes that clients compute from usernames it never
+"""Usernames: the server keeps 32-byte hashes that clients compute from usernames it never
 sees, and username links (the username encrypted by the client, behind a random handle).
 
 A hash is claimed by at most one account at a time, in one of three states (UsernameClaim):

@@ -1,4 +1,4 @@
-"""Verification sessions (spec §2.1): proving control of a phone number before registration.
+"""Verification sessions: proving control of a phone number before registration.
 
 Signal splits this between its chat server and a private "registration service" that paces and
 checks codes; we do both here. A session is one `VerificationSession` row.
@@ -103,12 +103,12 @@ def session_id_from_text(text: str) -> bytes:
 
 
 def session_id_text(session: VerificationSession) -> str:
-    """The session id as Signal writes it: URL-safe base64 with padding (spec §0.2)."""
+    """The session id as Signal writes it: URL-safe base64 with padding."""
     return b64encode_url(bytes(session.id), padded=True)
 
 
 def session_response(session: VerificationSession, *, now: datetime | None = None) -> dict:
-    """The session object of spec §2.1: the body of every session endpoint and of their 409/418/429."""
+    """The session object: the body of every session endpoint and of their 409/418/429."""
     now = now or timezone.now()
     return {
         "id": session_id_text(session),
@@ -261,7 +261,7 @@ def submit_code(*, session_id: str, code: str) -> VerificationSession:
     if constant_time_compare(_code_hmac(raw_id, code), session.code_hash):
         session.verified = True
         session.code_hash, session.code_expires_at = "", None
-        # The number is proven again: the recovery password, a second way in, is dropped (spec §2.1).
+        # The number is proven again: the recovery password, a second way in, is dropped.
         RegistrationRecoveryPassword.objects.filter(
             pni__in=PhoneNumberIdentifier.objects.filter(number=session.number).values("pni")
         ).delete()

@@ -1,7 +1,7 @@
-"""Signal's JSON shapes for verification sessions (spec §2.1): shape checks only.
+"""Signal's JSON shapes for verification sessions: shape checks only.
 
 Unknown properties are ignored and `null` means absent, as in Signal's JSON layer; enum values
-match case-insensitively (spec §0.4).
+match case-insensitively.
 """
 
 from rest_framework import serializers

@@ -1,4 +1,4 @@
-"""Verification session endpoints (spec §2.1): validate, call one service, render the session."""
+"""Verification session endpoints: validate, call one service, render the session."""
 
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema

@@ -1,4 +1,4 @@
-"""Account endpoints (spec §2.3): thin views over accounts.services."""
+"""Account endpoints: thin views over accounts.services."""
 
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
@@ -173,7 +173,7 @@ class DataReportView(APIView):
 
 
 class AccountExistsView(APIView):
-    """Unauthenticated on purpose: an authenticated caller gets 400 (spec §2.3). Clients call it
+    """Unauthenticated on purpose: an authenticated caller gets 400. Clients call it
     with HEAD, which Django routes to `get` (documented as GET: OpenAPI tools skip HEAD)."""
 
     authentication_classes: list = []

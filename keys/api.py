@@ -20,7 +20,7 @@ MAX_FETCHES_PER_BATCH = 256
 
 
 def get_prekey_bundle(call: Call, service_id: str, device_id: str) -> tuple[int, dict]:
-    """`GET /v2/keys/{serviceId}/{deviceId}` (spec §3.3) over HTTP (PreKeyBundleView)."""
+    """`GET /v2/keys/{serviceId}/{deviceId}` over HTTP (PreKeyBundleView)."""
     outcome = fetch_prekey_bundles([_bundle_request(call, service_id, device_id)])[0]
     if isinstance(outcome, Exception):
         raise outcome
@@ -45,7 +45,7 @@ def _bundle_request(call: Call, service_id: str, device_id: str) -> BundleReques
 
 
 def bundle_json(bundle: PreKeyBundle) -> dict:
-    """A bundle as Signal's JSON (spec §3.3): keys in base64, signatures unpadded."""
+    """A bundle as Signal's JSON: keys in base64, signatures unpadded."""
     return {
         "identityKey": b64encode(bundle.identity_key),
         "devices": [
@@ -78,7 +78,7 @@ def identity_of(text: str | None) -> Identity:
 
 
 def get_key_counts(call: Call) -> tuple[int, dict]:
-    """`GET /v2/keys?identity=aci|pni` (spec §3.2): how many one-time keys the device has left."""
+    """`GET /v2/keys?identity=aci|pni`: how many one-time keys the device has left."""
     if call.principal is None:
         raise Unauthorized()
     count, pq_count = count_one_time_keys(

@@ -1,4 +1,4 @@
-"""Public keys for X3DH/PQXDH, libsignal-serialized (spec §0.3, §3).
+"""Public keys for X3DH/PQXDH, libsignal-serialized.
 
 Repeated-use and one-time keys hang off the device and carry which identity (ACI or PNI) they
 belong to, so removing a device removes its keys and a PNI-addressed fetch needs no special case.

@@ -1,4 +1,4 @@
-"""Signal's JSON shapes for keys (spec §3.1): shape checks only; signatures are checked by
+"""Signal's JSON shapes for keys: shape checks only; signatures are checked by
 `keys.services.verify_signed_prekeys` against the identity key they belong to."""
 
 from drf_spectacular.utils import extend_schema_field
@@ -50,7 +50,7 @@ class KEMPublicKeyField(Base64Field):
 
 @extend_schema_field(_bytes_schema("standard base64 (unpadded) of a 64-byte XEdDSA signature"))
 class SignatureField(Base64Field):
-    """A 64-byte XEdDSA signature; Signal emits it in standard base64 without padding (spec §0.2)."""
+    """A 64-byte XEdDSA signature; Signal emits it in standard base64 without padding."""
 
     def __init__(self, **kwargs):
         super().__init__(length=SIGNATURE_LENGTH, **kwargs)
@@ -105,7 +105,7 @@ def _key_list(child: serializers.Serializer, source: str) -> serializers.ListSer
 
 
 class SetKeysSerializer(serializers.Serializer):
-    """Body of `PUT /v2/keys` (spec §3.2); every part optional."""
+    """Body of `PUT /v2/keys`; every part optional."""
 
     preKeys = _key_list(ECPreKeySerializer(), "pre_keys")
     signedPreKey = ECSignedPreKeySerializer(required=False, allow_null=True, default=None, source="signed_prekey")

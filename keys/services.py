@@ -1,4 +1,4 @@
-"""Every state change of keys, and the checks every key upload shares (spec §0.3, §3)."""
+"""Every state change of keys, and the checks every key upload shares."""
 
 from __future__ import annotations
 
@@ -57,7 +57,7 @@ def is_kem_public_key(data: bytes) -> bool:
 def verify_signed_prekeys(identity_key: bytes, prekeys: Iterable[SignedPreKeyData]) -> None:
     """Raise InvalidSignature (422) unless the identity key signed every prekey's serialized key."""
     for prekey in prekeys:
-        # The signature covers the full serialized key, type byte included (spec §0.3).
+        # The signature covers the full serialized key, type byte included.
         if len(prekey.signature) != SIGNATURE_LENGTH or not verify_xeddsa(
             identity_key, prekey.public_key, prekey.signature
         ):
@@ -134,7 +134,7 @@ def upload_keys(
     pq_pre_keys: list[SignedPreKeyData] | None = None,
     pq_last_resort_prekey: SignedPreKeyData | None = None,
 ) -> None:
-    """`PUT /v2/keys` (spec §3.2): a non-empty list replaces that pool, present repeated-use keys
+    """`PUT /v2/keys`: a non-empty list replaces that pool, present repeated-use keys
     replace theirs; every signature is checked first, so a bad one stores nothing (422)."""
     _require_identity(account, identity)
     for keys in (pre_keys, pq_pre_keys):
@@ -214,7 +214,7 @@ def repeated_use_keys_match(*, account, device, identity: Identity, digest: byte
     return hmac.compare_digest(expected, digest)
 
 
-# --- Fetching bundles (spec §3.3) -----------------------------------------------------------------
+# --- Fetching bundles -----------------------------------------------------------------------------
 
 
 @dataclass(frozen=True, slots=True)
@@ -367,7 +367,7 @@ def _refuse_blocked(fetches: list[_Fetch], outcomes: list) -> None:
 
 
 def _prekeys_take(fetch: _Fetch) -> ratelimit.Take:
-    """The `prekeys` bucket of an authenticated fetch (spec §3.3), keyed by the caller's device
+    """The `prekeys` bucket of an authenticated fetch, keyed by the caller's device
     and the target device."""
     caller, selector = fetch.request.caller, fetch.request.device_selector
     registration = str(fetch.devices[0][2]) if selector != "*" else "*"

@@ -1,4 +1,4 @@
-"""Prekey endpoints (spec §3): thin views over `keys.services`."""
+"""Prekey endpoints: thin views over `keys.services`."""
 
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema

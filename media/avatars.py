@@ -1,4 +1,4 @@
-"""Avatar upload forms (spec §6.2): an S3 POST policy, signed with AWS Signature Version 4, that
+"""Avatar upload forms: an S3 POST policy, signed with AWS Signature Version 4, that
 lets a client put one object, a profile's or a group's encrypted avatar, under a random key, of
 1 byte up to the avatar's limit, within half an hour, and nothing else. The profile and group
 services hand the form to the client as it is; the client posts it to the avatars' CDN
@@ -87,7 +87,7 @@ def new_key(prefix: str) -> str:
 
 def upload_form(prefix: str, max_bytes: int) -> dict:
     """A form to upload one object of 1 to `max_bytes` bytes under a new key in `prefix`, for
-    FORM_SECONDS, in the JSON shape clients read (spec §6.2)."""
+    FORM_SECONDS, in the JSON shape clients read."""
     if not PREFIX.match(prefix) or max_bytes < 1:
         raise ValueError("a prefix is one lower-case path segment, and max_bytes positive")
     by = signer()

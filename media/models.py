@@ -1,4 +1,4 @@
-"""Attachment uploads (spec §6.1): one row per object key, from the tus creation request until the
+"""Attachment uploads: one row per object key, from the tus creation request until the
 attachment is purged. Nothing here names who uploaded or for whom: the key is random, and the
 upload is authorised by a token that names only the key and the largest length (media.tokens)."""
 

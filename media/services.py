@@ -1,4 +1,4 @@
-"""Upload forms (spec §6.1): where and how a client uploads an encrypted attachment. The object key
+"""Upload forms: where and how a client uploads an encrypted attachment. The object key
 is random (never derived from the content or an account); the form's token authorises exactly that
 key and length (media.tokens), and the upload itself goes to the tus endpoint (media.tus)."""
 

@@ -1,4 +1,4 @@
-"""Upload tokens (spec §6.1, cdn 3): an HS256 JWT with `aud` "attachments", `sub` the object key,
+"""Upload tokens (cdn 3): an HS256 JWT with `aud` "attachments", `sub` the object key,
 `iat`, `exp` and `maxLen`, the largest length the upload may declare. The upload form hands it to
 the client as `Authorization: Bearer <token>`; the tus endpoint (media.tus) accepts a request for a
 key only with a valid token for that key."""

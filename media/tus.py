@@ -1,4 +1,4 @@
-"""Attachment uploads over tus 1.0.0 and downloads, at /attachments/ (spec §6.1, cdn 3).
+"""Attachment uploads over tus 1.0.0 and downloads, at /attachments/ (cdn 3).
 
 A plain ASGI application in front of Django (signalserver.asgi), because an upload must be stored
 as it arrives: a Django view sees a request only once its whole body is in (up to 100 MB), this

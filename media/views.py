@@ -1,4 +1,4 @@
-"""`GET /v4/attachments/form/upload` (spec §6.1): a thin view over media.services."""
+"""`GET /v4/attachments/form/upload`: a thin view over media.services."""
 
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema

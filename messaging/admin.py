@@ -1,4 +1,4 @@
-"""Moderation of spam reports (spec §4.9). Reports hold no message content, only who reported
+"""Moderation of spam reports. Reports hold no message content, only who reported
 which sender's message and when."""
 
 from django.contrib import admin

@@ -38,7 +38,7 @@ LIST_LIMIT = 100
 
 
 def put_messages(call: Call, destination: str) -> tuple[int, dict]:
-    """PUT /v1/messages/{destination} (spec §4.1)."""
+    """PUT /v1/messages/{destination}."""
     return 200, {"needsSync": send_message(_send_request(call, destination))}
 
 
@@ -73,7 +73,7 @@ def _send_request(call: Call, destination: str) -> SendRequest:
 
 
 def put_multi_recipient_message(call: Call) -> tuple[int, dict]:
-    """PUT /v1/messages/multi_recipient (spec §4.2): one sealed payload for many recipients."""
+    """PUT /v1/messages/multi_recipient: one sealed payload for many recipients."""
     story = _query_bool(call, "story", default=False)
     access_key, group_send_token = _anonymous_access(call, story=story, uses_credentials=False)
     if len(call.body) > MAX_BODY_BYTES:
@@ -95,7 +95,7 @@ def put_multi_recipient_message(call: Call) -> tuple[int, dict]:
 
 
 def get_delivery_certificate(call: Call) -> tuple[int, dict]:
-    """GET /v1/certificate/delivery (spec §4.8): a sender certificate for the calling device."""
+    """GET /v1/certificate/delivery: a sender certificate for the calling device."""
     if call.principal is None:
         raise Unauthorized()
     certificate = issue_sender_certificate(
@@ -108,7 +108,7 @@ def get_delivery_certificate(call: Call) -> tuple[int, dict]:
 
 def _anonymous_access(call: Call, *, story: bool, uses_credentials: bool = True) -> tuple[bytes | None, str | None]:
     """(access key, group send token) of an anonymous send after the mixed-authorization rules
-    (spec §4.1, §4.2); `uses_credentials` is false for multi-recipient sends, which ignore device
+    of Signal's API; `uses_credentials` is false for multi-recipient sends, which ignore device
     credentials. The service checks the token against the send's recipients."""
     header = call.headers.get("unidentified-access-key")
     token = call.headers.get("group-send-token")
@@ -128,7 +128,7 @@ def _anonymous_access(call: Call, *, story: bool, uses_credentials: bool = True)
 
 
 def report_spam_message(call: Call, source: str, guid: str) -> tuple[int, None]:
-    """POST /v1/messages/report/{source}/{messageGuid} (spec §4.9): always 202, no oracle."""
+    """POST /v1/messages/report/{source}/{messageGuid}: always 202, no oracle."""
     if call.principal is None:
         raise Unauthorized()
     token = None
@@ -146,14 +146,14 @@ def report_spam_message(call: Call, source: str, guid: str) -> tuple[int, None]:
 
 
 def get_messages(call: Call) -> tuple[int, dict]:
-    """GET /v1/messages (spec §4.4): up to 100 queued messages, oldest first."""
+    """GET /v1/messages: up to 100 queued messages, oldest first."""
     device = _device(call)
     stories = call.headers.get("x-signal-receive-stories", "").lower() == "true"
     rows = list_queued(device_pk=device.pk, limit=LIST_LIMIT, stories=stories)
     metrics.count_delivered_envelopes(envelope for _, envelope, _ in rows)
     more = len(rows) == LIST_LIMIT
     if more:
-        # A full page: if the device stops fetching, a push in a minute reminds it (spec §7.2).
+        # A full page: if the device stops fetching, a push in a minute reminds it.
         request_push_later(device_pk=device.pk, task=push_if_still_away_task)
     return 200, {"messages": [outgoing_message_entity(envelope) for _, envelope, _ in rows], "more": more}
 

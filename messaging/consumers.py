@@ -1,4 +1,4 @@
-"""The chat WebSocket `/v1/websocket/` (spec §4.3, §4.7).
+"""The chat WebSocket `/v1/websocket/`.
 
 With device credentials on the upgrade the socket is authenticated: it carries tunnelled requests
 as that device and delivers the device's queue. Without credentials it only carries anonymous
@@ -124,7 +124,7 @@ class ChatConsumer(FramedConsumer):
             await get_presence().release(self.aci, self.device.device_id, self.channel_name)
             if self.pending or self.inline or self.reread:
                 # Closed with messages not acknowledged or not read: push the device in a minute,
-                # unless it connects again meanwhile (spec §7.2).
+                # unless it connects again meanwhile.
                 await in_db_thread(request_push_later)(device_pk=self.device.pk, task=push_if_still_away_task)
         if self.last_ack is not None:
             await asyncio.shield(self.last_ack)
@@ -282,7 +282,7 @@ class ChatConsumer(FramedConsumer):
             return False
         self._remember(row_id)
         if story and not self.receive_stories:
-            # Not for this connection: dropped silently (spec §4.3).
+            # Not for this connection: dropped silently.
             self.last_ack = submit_ack(self.device, row_id)
             return False
         request_id = await self.send_request(MESSAGE_PATH, envelope)

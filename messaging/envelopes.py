@@ -1,4 +1,4 @@
-"""Building and reading Envelopes (spec §4.6): both the binary and the legacy text service-id fields."""
+"""Building and reading Envelopes: both the binary and the legacy text service-id fields."""
 
 from __future__ import annotations
 

@@ -49,7 +49,7 @@ class QueuedMessage(models.Model):
 
 
 class TrustRoot(models.Model):
-    """The sealed-sender trust root: its public key is built into clients (spec §4.8).
+    """The sealed-sender trust root: its public key is built into clients (docs/architecture.md §6).
 
     The private half normally stays offline with the operator; only the development pair made by
     the embedded run keeps it here, so that `make run` can certify its own server key.
@@ -76,7 +76,7 @@ class ServerCertificate(models.Model):
 
 
 class SpamReport(models.Model):
-    """A recipient's report that a message was spam (spec §4.9), kept for moderators.
+    """A recipient's report that a message was spam, kept for moderators.
 
     Only reports whose token proves the message really came from `source_aci` are stored, so
     nobody can pile reports onto an account they never heard from.

@@ -1,4 +1,4 @@
-"""The Sealed Sender v2 multi-recipient payload (spec §4.2): plain byte parsing, no crypto.
+"""The Sealed Sender v2 multi-recipient payload: plain byte parsing, no crypto.
 
 Layout: version (0x22: 16-byte ACI recipients; 0x23: 17-byte service ids), a varint recipient
 count, the recipient records, the sender's 32-byte ephemeral key and the shared ciphertext. A record

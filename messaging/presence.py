@@ -1,5 +1,5 @@
-"""Which devices hold a delivery socket right now, and on which channel (spec §4.5, §4.10); the
-same registry maps provisioning addresses to their sockets (spec §2.6).
+"""Which devices hold a delivery socket right now, and on which channel; the
+same registry maps provisioning addresses to their sockets.
 
 `group_send` cannot tell whether anyone listened, so presence is explicit: one key per device
 holding the channel name of its delivery socket, with a TTL the socket refreshes while it lives.

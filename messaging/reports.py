@@ -1,4 +1,4 @@
-"""Spam reports (spec §4.9) and the report token that makes them checkable (spec §4.6 field 17).
+"""Spam reports and the report token that makes them checkable (Envelope field 17).
 
 Signal records a hash of every identified message so that a later report can be checked. We put
 a keyed MAC of (message guid, sender ACI) into each identified envelope as `report_spam_token`

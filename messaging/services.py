@@ -53,9 +53,9 @@ from signalserver.wire import ServiceId
 
 logger = logging.getLogger(__name__)
 
-MAX_CONTENT_BYTES = 96 * 1024  # per destination device (spec §4.1)
+MAX_CONTENT_BYTES = 96 * 1024  # per destination device
 MAX_TIMESTAMP = 8_640_000_000_000_000
-# An `online` (ephemeral) message is only for sockets open now, and stale after this (spec §4.3).
+# An `online` (ephemeral) message is only for sockets open now, and stale after this.
 EPHEMERAL_MAX_AGE_MS = 10_000
 # Rows per INSERT statement (5 parameters each; SQLite takes at most 32,766 parameters).
 INSERT_BATCH = 1000
@@ -63,7 +63,7 @@ HOUR_MS = 3_600_000
 
 
 class MismatchedDevices(Conflict):
-    """The request does not address exactly the destination's devices (spec §4.1)."""
+    """The request does not address exactly the destination's devices."""
 
     def __init__(self, *, missing: list[int], extra: list[int]):
         super().__init__(body={"missingDevices": missing, "extraDevices": extra})
@@ -80,11 +80,11 @@ class StaleDevices(DomainError):
 
 
 class MismatchedRecipientDevices(Conflict):
-    """Multi-recipient: `[{"uuid", "devices": {missingDevices, extraDevices}}]` (spec §4.2)."""
+    """Multi-recipient: `[{"uuid", "devices": {missingDevices, extraDevices}}]`."""
 
 
 class StaleRecipientDevices(DomainError):
-    """Multi-recipient: `[{"uuid", "devices": {staleDevices}}]` (spec §4.2)."""
+    """Multi-recipient: `[{"uuid", "devices": {staleDevices}}]`."""
 
     status = 410
     message = "Stale devices"
@@ -137,10 +137,10 @@ def now_ms() -> int:
 
 @dataclass(frozen=True, slots=True)
 class SendRequest:
-    """One 1:1 send (spec §4.1): identified, sealed sender, or a story.
+    """One 1:1 send: identified, sealed sender, or a story.
 
     `sender` is the authenticated principal (`request.auth`), None for an anonymous caller, who
-    needs the destination's unidentified `access_key` (spec §4.8) or a `group_send_token` naming
+    needs the destination's unidentified `access_key` or a `group_send_token` naming
     the destination (`groups.send_tokens`) unless it sends a story.
     """
 
@@ -514,7 +514,7 @@ def send_multi_recipient_message(
     urgent: bool = True,
     story: bool = False,
 ) -> list[str]:
-    """Queue one sealed-sender payload for every device of every recipient (spec §4.2), in one
+    """Queue one sealed-sender payload for every device of every recipient, in one
     transaction; returns `uuids404`: the recipients a group send token named that have no account
     (skipped; with an access key an unknown recipient is a 404)."""
     if not message.recipients:
@@ -589,7 +589,7 @@ def send_multi_recipient_message(
                         ),
                     )
                 )
-        if mismatched:  # 409 wins over 410 here (spec §4.2)
+        if mismatched:  # 409 wins over 410 here
             raise MismatchedRecipientDevices(body=mismatched)
         if stale:
             raise StaleRecipientDevices(body=stale)
@@ -725,7 +725,7 @@ def has_queued(*, device_pk: int) -> bool:
 
 def acknowledge_messages(*, device, row_ids: list[int] | None = None, guids: list[uuid.UUID] | None = None) -> int:
     """Delete acknowledged messages of this device (by row id or guid) and queue the server
-    delivery receipts (spec §4.3); returns how many were deleted. Another device's ids match nothing."""
+    delivery receipts; returns how many were deleted. Another device's ids match nothing."""
     if row_ids is not None:
         return acknowledge_rows({(device.pk, device.device_id): row_ids})
     if not guids:

@@ -22,7 +22,7 @@ def purge_reviewed_spam_reports_task() -> int:
 
 @shared_task(ignore_result=True)
 def push_if_still_away_task(device_pk: int) -> None:
-    """A socket closed with messages left (spec §7.2): if its device has not connected again and
+    """A socket closed with messages left: if its device has not connected again and
     still has messages queued, push it. (A reconnection is what cancels the push.)"""
     device = Device.objects.filter(pk=device_pk).values_list("account_id", "device_id").first()
     if device is None or get_presence().lookup([device])[0] is not None or not has_queued(device_pk=device_pk):

@@ -169,7 +169,7 @@ class DeleteMessageView(APIView):
 
 
 class MultiRecipientMessageView(APIView):
-    authentication_classes: list = []  # device credentials are not used (spec §4.2)
+    authentication_classes: list = []  # device credentials are not used
     permission_classes = [AllowAny]
     parser_classes: list = []
 

@@ -2,7 +2,7 @@
 through `aioapns`, FCM HTTP v1 with a service-account credential (`firebase-admin`) over aiohttp.
 
 Each gateway sends one notification to one token and says what became of it (`PushOutcome`):
-sent; the token is no longer valid (spec §7.3: APNs `Unregistered`, `BadDeviceToken`,
+sent; the token is no longer valid (APNs `Unregistered`, `BadDeviceToken`,
 `ExpiredToken`, FCM `UNREGISTERED`), with the service's time of invalidation when it gives one;
 worth retrying (429, 5xx, timeouts, connection failures), with a wait when the service asks for
 one; or failed for good (any other refusal: a configuration problem, logged by the caller).

@@ -1,4 +1,4 @@
-"""What each push says (spec §7.3): never message content, a sender or anything that identifies
+"""What each push says: never message content, a sender or anything that identifies
 an account, only that there is something to fetch, or a challenge the device answers.
 
 `apns(notification)` and `fcm(notification)` give the platform's request for one notification;

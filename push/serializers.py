@@ -1,4 +1,4 @@
-"""Bodies of the push token endpoints (spec §7.1). Older clients also send `webSocketChannel` (FCM)
+"""Bodies of the push token endpoints. Older clients also send `webSocketChannel` (FCM)
 or `voipRegistrationId` (APNs): unknown fields are ignored."""
 
 from rest_framework import serializers

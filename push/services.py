@@ -1,4 +1,4 @@
-"""Push notifications (spec §7): each device's APNs or FCM token, and the notifications.
+"""Push notifications: each device's APNs or FCM token, and the notifications.
 
 A device has at most one push token, of one platform; setting one clears the other and marks the
 device as one that is woken by pushes instead of keeping a socket open (`fetchesMessages` false).
@@ -62,8 +62,8 @@ def clear_push_token(*, device: Device, platform: str) -> None:
 
 
 def send_push_challenge(token_type: str, token: str, challenge: str, *, data_key: str = "challenge") -> None:
-    """Send a push challenge to an APNs/FCM token (spec §7.3), from a task: data key `challenge`
-    for a verification session, `rateLimitChallenge` for a rate-limit challenge (spec §8.3). Call
+    """Send a push challenge to an APNs/FCM token, from a task: data key `challenge`
+    for a verification session, `rateLimitChallenge` for a rate-limit challenge. Call
     it after commit. Without that platform configured nothing is sent (the client falls back to a
     captcha)."""
     platform = token_type.lower()
@@ -109,7 +109,7 @@ def push_to_device(*, device_pk: int, notification: payloads.Notification) -> st
     return outcome.status
 
 
-# A non-urgent message wakes a device at most once in this many seconds (spec §7.4).
+# A non-urgent message wakes a device at most once in this many seconds.
 NON_URGENT_WINDOW_SECONDS = 20 * 60
 NON_URGENT_KEY_PREFIX = "push:non-urgent:"
 _local_windows: dict[int, float] = {}  # without Redis (the embedded run)
@@ -117,7 +117,7 @@ _local_windows: dict[int, float] = {}  # without Redis (the embedded run)
 
 def request_pushes(*, devices: list[tuple[int, bool]]) -> None:
     """Wake devices that have messages queued but no socket open: (device pk, urgent) pairs, from
-    the delivery path after commit (spec §4.5, §7.2). Urgent ones are pushed now; non-urgent ones
+    the delivery path after commit. Urgent ones are pushed now; non-urgent ones
     at most once per device per 20 minutes. One task for the whole batch; nothing identifying in
     the log. Without push configured, nothing is sent (said once at start-up)."""
     if not sender.configured_platforms():
@@ -221,7 +221,7 @@ _PUSH_OUTCOMES = {gateways.SENT: "sent", gateways.INVALID_TOKEN: "invalid_token"
 
 def clear_invalid_token(*, device_pk: int, platform: str, token: str, invalidated_at_ms: int | None) -> bool:
     """The push service says `token` is no longer valid: clear it, unless the device has another
-    token since, or set this one again after the service's time of invalidation (spec §7.3)."""
+    token since, or set this one again after the service's time of invalidation."""
     rows = Device.objects.filter(pk=device_pk, **{_TOKEN_FIELD[platform]: token})
     if invalidated_at_ms is not None:
         invalidated_at = datetime.fromtimestamp(invalidated_at_ms / 1000, tz=UTC)

@@ -31,7 +31,7 @@ MAX_BEARER_LENGTH = 2048
 
 @dataclass(frozen=True, slots=True)
 class SaltedTokenHash:
-    """Spec §1.1: fast HKDF-SHA256 hash of a high-entropy client-chosen token."""
+    """Fast HKDF-SHA256 hash of a high-entropy client-chosen token (docs/architecture.md §3)."""
 
     hash: str
     salt: str
@@ -239,7 +239,7 @@ UNIDENTIFIED_ACCESS_KEY_LENGTH = 16
 
 def parse_access_key(value: str | None) -> bytes | None:
     """The 16 bytes of an `Unidentified-Access-Key` header; None when absent or malformed (either
-    way the caller is not authorised by it: spec §1.2 answers a malformed key with 401)."""
+    way the caller is not authorised by it: Signal's API answers a malformed key with 401)."""
     if not value:
         return None
     try:
@@ -250,8 +250,8 @@ def parse_access_key(value: str | None) -> bytes | None:
 
 
 def optional_access(headers, *, authenticated: bool) -> tuple[bytes | None, str | None]:
-    """(`Unidentified-Access-Key`, `Group-Send-Token`) of a read under Signal's optional access
-    (spec §2.7, §3.3), both None when the caller is authenticated instead. One kind of
+    """(`Unidentified-Access-Key`, `Group-Send-Token`) of a read under Signal's optional access,
+    both None when the caller is authenticated instead. One kind of
     authorization per request (400 for two); a malformed key is 401. The reader checks the token
     against its target (`groups.send_tokens`)."""
     header = headers.get("unidentified-access-key")  # Django's headers and a Call's: lower-case works for both

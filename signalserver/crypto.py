@@ -1,4 +1,4 @@
-"""XEdDSA signature verification over libsignal-serialized Curve25519 keys (spec §0.3)."""
+"""XEdDSA signature verification over libsignal-serialized Curve25519 keys."""
 
 from functools import cache
 
@@ -48,7 +48,7 @@ def edwards_to_montgomery(edwards: bytes) -> bytes:
 class SigningKey:
     """A server-held Curve25519 identity (a 32-byte Ed25519 seed) that makes XEdDSA-compatible
     signatures: its public key is published in Montgomery form and each Ed25519 signature carries
-    the Edwards sign bit in its top bit, so clients verify it as XEdDSA (spec §0.3)."""
+    the Edwards sign bit in its top bit, so clients verify it as XEdDSA."""
 
     def __init__(self, seed: bytes):
         from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey

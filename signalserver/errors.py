@@ -2,7 +2,7 @@
 
 Services raise `DomainError` subclasses carrying their status, body and headers; the DRF exception
 handler below and the WebSocket request dispatcher both go through `error_response`, so an error
-looks the same on every transport (spec §1.4, §1.5).
+looks the same on every transport.
 """
 
 from __future__ import annotations
@@ -96,7 +96,7 @@ class RateLimited(DomainError):
 
 
 class ChallengeRequired(DomainError):
-    """A limit that a challenge lifts (spec §8.3): prove to be human or to hold the primary device
+    """A limit that a challenge lifts: prove to be human or to hold the primary device
     with `PUT /v1/challenge`, then try again. `options`: the kinds currently allowed."""
 
     status = 428
@@ -120,14 +120,14 @@ class ServiceUnavailable(DomainError):
 
 
 class TransportNotAllowed(DomainError):
-    """Verification: the code cannot be sent over this transport (yet); try another (spec §2.1)."""
+    """Verification: the code cannot be sent over this transport (yet); try another."""
 
     status = 418
     message = "Transport not allowed"
 
 
 class SenderRejected(DomainError):
-    """Verification: the SMS/voice provider refused to deliver the code (spec §2.1, status 440).
+    """Verification: the SMS/voice provider refused to deliver the code (status 440).
 
     `reason` is one of SENDER_REASONS; a permanent failure means retrying will not help."""
 
@@ -144,7 +144,7 @@ class SenderRejected(DomainError):
 
 
 class NumberNotNormalized(DomainError):
-    """A number that parses but is not in its E.164 form (spec §0.1)."""
+    """A number that parses but is not in its E.164 form."""
 
     status = 400
 
@@ -153,13 +153,13 @@ class NumberNotNormalized(DomainError):
 
 
 class DeviceTransferAvailable(Conflict):
-    """Registration: the number's primary can hand its data over; the client asks the user (spec §2.2)."""
+    """Registration: the number's primary can hand its data over; the client asks the user."""
 
     message = "Device transfer available"
 
 
 class RegistrationLockRequired(DomainError):
-    """Registration: the number's account has a registration lock in force (spec §2.2). Without
+    """Registration: the number's account has a registration lock in force. Without
     Secure Value Recovery the client cannot recover the lock, so `svr2Credentials` is null."""
 
     status = 423
@@ -172,14 +172,14 @@ class RegistrationLockRequired(DomainError):
 
 class TotpRequired(DomainError):
     """Registration: the number's account has two-factor authentication; the request must carry a
-    valid `totp` code (a current one-time password or a backup code) (spec §1.4, §2.2 step 7)."""
+    valid `totp` code (a current one-time password or a backup code; docs/api.md, "What we add")."""
 
     status = 441
     message = "TOTP code required"
 
 
 class MissingCapability(DomainError):
-    """Registration or linking without a capability every new device must have (spec §1.4)."""
+    """Registration or linking without a capability every new device must have."""
 
     status = 499
     message = "Missing required capability"

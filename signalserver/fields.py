@@ -1,4 +1,4 @@
-"""DRF fields for Signal's wire shapes: base64 flavours (spec §0.2) and case-insensitive enums."""
+"""DRF fields for Signal's wire shapes: base64 flavours and case-insensitive enums."""
 
 from rest_framework import serializers
 
@@ -43,7 +43,7 @@ class Base64Field(serializers.Field):
 
 
 class CaseInsensitiveChoiceField(serializers.ChoiceField):
-    """Signal's JSON layer matches enum names case-insensitively (spec §0.4)."""
+    """Signal's JSON layer matches enum names case-insensitively."""
 
     def to_internal_value(self, data):
         if isinstance(data, str):

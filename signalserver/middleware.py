@@ -47,7 +47,7 @@ class _Middleware:
 
 
 class SignalTimestampMiddleware(_Middleware):
-    """Every response carries the server time in ms (spec §1.3); clients use it for clock skew."""
+    """Every response carries the server time in ms; clients use it for clock skew."""
 
     def process(self, request, response):
         response["X-Signal-Timestamp"] = str(now_millis())

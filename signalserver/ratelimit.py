@@ -1,4 +1,4 @@
-"""Named token-bucket rate limiters (spec §8, docs/architecture.md §7).
+"""Named token-bucket rate limiters (docs/architecture.md §7).
 
 A bucket per (limiter, key) holds up to `bucket_size` permits and gets one back every
 `permit_seconds` (a continuous leak). A check asks for N permits (1, or a byte count) and either
@@ -60,7 +60,7 @@ def _limiters(*rows: tuple[str, int, float, bool, str]) -> dict[str, Limiter]:
 
 
 MINUTE, HOUR, DAY = 60, 3600, 86400
-# Spec §8.2 (Signal's defaults); the ones whose features we do not serve are left out.
+# Signal's defaults; the ones whose features we do not serve are left out.
 LIMITERS: dict[str, Limiter] = _limiters(
     ("registration", 6, 30, False, "number"),
     ("verificationPushChallenge", 5, 30, False, "session"),
@@ -281,7 +281,7 @@ def check(name: str, key: str | None, *, permits: int = 1, aci=None) -> None:
     until they are back. `aci`: the account the request acts for, whose overrides then apply.
 
     `key` None (e.g. no client IP known): a limiter that fails open lets the request through, the
-    others refuse it for an hour (spec §8.1).
+    others refuse it for an hour.
     """
     check_all([Take(name, key, permits, aci)])
 

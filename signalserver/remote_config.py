@@ -1,4 +1,4 @@
-"""`GET /v2/config` (spec §9): the remote configuration Signal clients fetch at start-up and every few
+"""`GET /v2/config`: the remote configuration Signal clients fetch at start-up and every few
 hours, as `{"config": {"<name>": "<string value>"}}` with an `ETag`; 304 when `If-None-Match` matches.
 
 Clients gate features and learn limits from it. We carry only limits this server really applies,
@@ -48,7 +48,7 @@ def get_remote_config() -> dict[str, str]:
         "global.attachments.maxBytes": str(settings.ATTACHMENT_MAX_BYTES),
         "global.groupsv2.maxGroupSize": str(recommended),
         "global.groupsv2.groupSizeHardLimit": str(hard_limit),
-        # How long the server keeps a message no device has fetched (spec §4).
+        # How long the server keeps a message no device has fetched.
         "global.messageQueueTimeInSeconds": str(settings.MESSAGE_RETENTION_DAYS * SECONDS_PER_DAY),
     }
 

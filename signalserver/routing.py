@@ -1,4 +1,4 @@
-"""WebSocket routes (spec §4.7, §2.6)."""
+"""WebSocket routes."""
 
 from django.urls import path
 

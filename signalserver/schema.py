@@ -13,7 +13,7 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, PolymorphicProxySerializer
 from rest_framework import serializers
 
-# Starts the description of every endpoint that is ours, not Signal's (spec "What we add").
+# Starts the description of every endpoint that is ours, not Signal's (docs/api.md, "What we add").
 EXTENSION = "**signalserver extension.** "
 
 

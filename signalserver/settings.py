@@ -206,7 +206,7 @@ PROFILE_GRACE_DAYS = env_int("PROFILE_GRACE_DAYS", 30)
 DELETED_ACCOUNT_ACI_REUSE_DAYS = env_int("DELETED_ACCOUNT_ACI_REUSE_DAYS", 30)
 # A spam report an operator has reviewed (dismissed or actioned) is kept this many days.
 SPAM_REPORT_RETENTION_DAYS = env_int("SPAM_REPORT_RETENTION_DAYS", 30)
-# Largest WebSocket frame accepted; a bigger one closes the socket with 1009 (spec §4.7).
+# Largest WebSocket frame accepted; a bigger one closes the socket with 1009.
 WEBSOCKET_MAX_FRAME_BYTES = env_int("WEBSOCKET_MAX_FRAME_BYTES", 512 * 1024)
 # Requests a socket may send per second, sustained and in a burst (a token bucket per socket);
 # one that sends faster is closed with 4429 and refused new sockets for a while (429).
@@ -297,7 +297,7 @@ STORAGES = {
     ),
 }
 
-# Attachments (spec §6.1): the largest upload, where clients upload and download them (cdn 3; empty:
+# Attachments: the largest upload, where clients upload and download them (cdn 3; empty:
 # this server, which serves tus uploads and downloads at /attachments/), how long an upload form
 # stays valid, and how long attachments are kept.
 ATTACHMENT_MAX_BYTES = env_int("ATTACHMENT_MAX_BYTES", 100 * 1024 * 1024)
@@ -308,7 +308,7 @@ ATTACHMENT_ABANDONED_HOURS = env_int("ATTACHMENT_ABANDONED_HOURS", 24)
 # The key of upload tokens (HS256), when a tus server of its own checks them; empty: derived from
 # SECRET_KEY (this server is the tus server).
 ATTACHMENT_UPLOAD_SECRET = env("ATTACHMENT_UPLOAD_SECRET")
-# Avatars (spec §6.2): where clients post avatar upload forms and fetch avatars (their cdn 0 base
+# Avatars: where clients post avatar upload forms and fetch avatars (their cdn 0 base
 # URL). Empty: the bucket's own URL with MEDIA_S3_BUCKET, else this server's /media (which takes the
 # form's POST and serves the avatars, media.avatars).
 AVATARS_CDN_URL = env("AVATARS_CDN_URL")

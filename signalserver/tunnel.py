@@ -1,4 +1,4 @@
-"""REST requests tunnelled over a WebSocket (spec §4.7), answered like HTTP requests.
+"""REST requests tunnelled over a WebSocket, answered like HTTP requests.
 
 Hot routes (message sends) are registered here as plain handler functions — the same functions
 their DRF views wrap — so a frame costs no Django request (docs/architecture.md §4). Every other path is

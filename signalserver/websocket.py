@@ -1,4 +1,4 @@
-"""What every Signal WebSocket shares (spec §4.7): WebSocketMessage framing, close codes for bad
+"""What every Signal WebSocket shares: WebSocketMessage framing, close codes for bad
 frames, server-initiated requests and responses to client requests, and per-socket flow control.
 
 Flow control: at most `MAX_REQUESTS_IN_FLIGHT` of a socket's requests are answered at once; while

@@ -1,4 +1,4 @@
-"""Wire helpers: the base64 flavours of spec §0.2 and service identifiers of spec §0.1."""
+"""Wire helpers: Signal's base64 flavours and service identifiers."""
 
 from __future__ import annotations
 

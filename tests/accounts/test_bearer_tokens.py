@@ -270,7 +270,7 @@ def test_reregistering_the_number_revokes_the_old_devices_tokens():
 @pytest.mark.django_db
 def test_locked_credentials_revoke_the_devices_tokens():
     # A registration that proves the number but not the registration lock locks every device's
-    # password in place (spec §2.2): same rows, new credential hash.
+    # password in place: same rows, new credential hash.
     primary = existing_primary(lock=LOCK)
     pair = issue(primary)
 

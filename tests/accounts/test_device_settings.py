@@ -1,4 +1,4 @@
-"""Account odds and ends of spec §2.3: device names, device capabilities, discoverability by number."""
+"""Account odds and ends: device names, device capabilities, discoverability by number."""
 
 import base64
 

@@ -1,4 +1,4 @@
-"""Linking devices through the provisioning socket, and device management (spec §2.5, §2.6)."""
+"""Linking devices through the provisioning socket, and device management."""
 
 import base64
 import hashlib

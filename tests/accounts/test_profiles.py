@@ -1,5 +1,5 @@
-"""Versioned encrypted profiles (spec §2.7) through the real routes, with ciphertexts of the sizes
-Signal's clients write, the avatar form of spec §6.2, and Signal's "optional access" rule."""
+"""Versioned encrypted profiles through the real routes, with ciphertexts of the sizes
+Signal's clients write, the avatar upload form, and Signal's "optional access" rule."""
 
 import base64
 import hashlib

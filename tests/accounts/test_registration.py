@@ -1,4 +1,4 @@
-"""POST /v1/registration (spec §2.2): proofs, validation and signatures, and what a new account stores."""
+"""POST /v1/registration: proofs, validation and signatures, and what a new account stores."""
 
 import os
 import uuid

@@ -1,5 +1,5 @@
 """POST /v1/registration of a number that already has an account: re-registration, device transfer
-and the registration lock (spec §2.2, §2.3)."""
+and the registration lock."""
 
 import asyncio
 import os

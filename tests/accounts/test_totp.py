@@ -1,5 +1,5 @@
 """Two-factor authentication (our extension): TOTP enrolment, confirmation and removal through the
-real routes, and the 441 it puts in front of re-registering the account's number (spec §2.2)."""
+real routes, and the 441 it puts in front of re-registering the account's number."""
 
 import logging
 import time

@@ -1,4 +1,4 @@
-"""Usernames (spec §2.4) through the real routes: reservations, confirmation, holds, lookups by hash,
+"""Usernames through the real routes: reservations, confirmation, holds, lookups by hash,
 username links; and many accounts reserving one hash at once, each on its own database connection."""
 
 import os

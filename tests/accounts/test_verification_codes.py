@@ -1,4 +1,4 @@
-"""Verification codes: requesting them (SMS, voice, waits) and submitting them (spec §2.1)."""
+"""Verification codes: requesting them (SMS, voice, waits) and submitting them."""
 
 import base64
 import os

@@ -1,4 +1,4 @@
-"""Verification sessions: create, read, supply requested information (spec §2.1)."""
+"""Verification sessions: create, read, supply requested information."""
 
 import base64
 import logging

@@ -1,4 +1,4 @@
-"""Prekey upload, counting, checking and fetching (spec §3), with real keys and signatures."""
+"""Prekey upload, counting, checking and fetching, with real keys and signatures."""
 
 import base64
 import hashlib

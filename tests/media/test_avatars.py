@@ -1,4 +1,4 @@
-"""Avatar upload forms (spec §6.2, media.avatars): their shape, and what a client posting one gets,
+"""Avatar upload forms (media.avatars): their shape, and what a client posting one gets,
 from the tests' real S3 server (SeaweedFS) and from this server's own /media on the embedded run."""
 
 import base64

@@ -1,4 +1,4 @@
-"""`GET /v4/attachments/form/upload` (spec §6.1) through the real route, over HTTP and tunnelled."""
+"""`GET /v4/attachments/form/upload` through the real route, over HTTP and tunnelled."""
 
 import base64
 import json

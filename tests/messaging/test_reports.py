@@ -1,4 +1,4 @@
-"""Spam reports (spec §4.9): accepted always, counted only with the envelope's report token."""
+"""Spam reports: accepted always, counted only with the envelope's report token."""
 
 import base64
 import uuid

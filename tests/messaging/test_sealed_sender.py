@@ -1,4 +1,4 @@
-"""Sealed sender (spec §4.2, §4.8): certificates, unidentified 1:1 sends, multi-recipient sends."""
+"""Sealed sender: certificates, unidentified 1:1 sends, multi-recipient sends."""
 
 import base64
 import io

@@ -1,4 +1,4 @@
-"""PUT /v1/messages/{destination} (spec §4.1) and the REST retrieval of spec §4.4, through the real routes."""
+"""PUT /v1/messages/{destination} and the REST retrieval, through the real routes."""
 
 import base64
 import uuid
@@ -231,7 +231,7 @@ def test_a_story_to_an_unknown_account_answers_200_without_revealing_it(client):
     assert response.json() == {"needsSync": False}
 
 
-# --- REST retrieval (spec §4.4) -------------------------------------------------------------------
+# --- REST retrieval -------------------------------------------------------------------------------
 
 
 def test_get_messages_lists_the_queue_oldest_first(client_for, alice, bob):

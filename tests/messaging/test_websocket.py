@@ -1,4 +1,4 @@
-"""The chat WebSocket on the real route (spec §4.3, §4.7): delivery, acks, tunnelling, close codes."""
+"""The chat WebSocket on the real route: delivery, acks, tunnelling, close codes."""
 
 import asyncio
 import json

@@ -1,4 +1,4 @@
-"""What each push says (spec §7.3): exactly Signal's payloads, nothing that identifies anyone."""
+"""What each push says: exactly Signal's payloads, nothing that identifies anyone."""
 
 import pytest
 

@@ -1,4 +1,4 @@
-"""Push challenges and alerts end to end (spec §2.1, §7.2, §8.3): they reach the device through the local
+"""Push challenges and alerts end to end: they reach the device through the local
 APNs (tests/fakes/apns.py); a challenge is answered with what the device received."""
 
 import pytest

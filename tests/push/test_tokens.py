@@ -1,4 +1,4 @@
-"""The push token endpoints (spec §7.1) through the real routes, over HTTP and tunnelled."""
+"""The push token endpoints through the real routes, over HTTP and tunnelled."""
 
 import json
 from datetime import timedelta

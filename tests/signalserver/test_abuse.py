@@ -1,4 +1,4 @@
-"""Abuse controls through the real routes (spec §8, docs/architecture.md §7): limits shared by REST and the
+"""Abuse controls through the real routes (docs/architecture.md §7): limits shared by REST and the
 WebSocket with `Retry-After`, operator overrides, bans and the operator log in the admin, and
 rate-limit challenges (428)."""
 

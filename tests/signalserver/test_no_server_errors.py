@@ -1,4 +1,4 @@
-"""Whatever a client sends, the answer is a 4xx JSON error, never a 500 (spec §1.5)."""
+"""Whatever a client sends, the answer is a 4xx JSON error, never a 500."""
 
 import json
 import re

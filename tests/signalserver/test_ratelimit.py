@@ -1,4 +1,4 @@
-"""The token buckets themselves (spec §8.1): every named limiter trips at its bucket size and gets
+"""The token buckets themselves: every named limiter trips at its bucket size and gets
 permits back at its leak rate, in Redis (the Lua script) and in the embedded in-process backend."""
 
 import math

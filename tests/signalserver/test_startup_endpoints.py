@@ -1,5 +1,5 @@
-"""What Signal clients fetch at start-up besides the core API (spec §9): the remote configuration, and
-the paths of features we do not have, which answer a JSON 404 (spec "Our scope"). Over HTTP (the
+"""What Signal clients fetch at start-up besides the core API: the remote configuration, and
+the paths of features we do not have, which answer a JSON 404 (docs/api.md). Over HTTP (the
 real ASGI application) and tunnelled over the chat socket, which must answer alike."""
 
 from __future__ import annotations
@@ -17,8 +17,9 @@ from tests.messaging.helpers import parse_frame, request_frame, socket_for
 CONFIG = "/v2/config"
 NOT_FOUND = {"code": 404, "message": "Not found"}
 
-# Every §9 path but /v2/config (above), /v2/calling/relays and /v1/devices/wait_for_linked_device
-# (routes of their own), as Signal's clients call them. The scope table: 404 for absent features.
+# Every start-up path but /v2/config (above), /v2/calling/relays and
+# /v1/devices/wait_for_linked_device (routes of their own), as Signal's clients call them. 404 for
+# absent features (docs/api.md, "Not supported, and why").
 ABSENT_FEATURES = [
     ("GET", "/v1/certificate/auth/group?redemptionStartSeconds=1700006400&redemptionEndSeconds=1700611200"),
     ("GET", "/v1/storage/auth"),
@@ -200,7 +201,7 @@ async def test_the_config_over_an_anonymous_socket_is_401_as_over_http(http):
     assert over_http.status_code == 401
 
 
-# --- the other §9 paths: features we do not have ------------------------------------------------
+# --- the other start-up paths: features we do not have -----------------------------------------
 
 
 @pytest.mark.django_db(transaction=True)

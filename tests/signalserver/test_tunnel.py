@@ -1,4 +1,4 @@
-"""Requests tunnelled over the chat socket answer exactly as over HTTP (spec §4.7), for every route
+"""Requests tunnelled over the chat socket answer exactly as over HTTP, for every route
 of the URL conf; and a socket's requests are flow-controlled so one client cannot stall the process.
 
 HTTP goes through the real ASGI application (httpx's ASGI transport), the tunnel through the real
