@@ -3,7 +3,7 @@ next request of every node; every change is recorded in the operator log, which 
 
 from django.contrib import admin
 
-from signalserver import operator_settings
+from signalserver import dashboard, operator_settings
 from signalserver.models import IpBan, LimitOverride, OperatorAction, record_operator_action
 from signalserver.ratelimit import LIMITERS
 
@@ -85,3 +85,15 @@ class OperatorActionAdmin(ReadOnlyAdmin):
     list_filter = ("action",)
     search_fields = ("target",)
     date_hierarchy = "at"
+
+
+def _with_dashboard(admin_urls):
+    def urls():
+        return dashboard.urls() + admin_urls()
+
+    return urls
+
+
+# The operator dashboard (signalserver/dashboard.py) is a page of the admin site, linked from its index.
+admin.site.get_urls = _with_dashboard(admin.site.get_urls)
+admin.site.index_template = "signalserver/admin_index.html"
