@@ -31,6 +31,7 @@ from keys.models import (
 from signalserver import ratelimit
 from signalserver.batching import each_going_on
 from signalserver.crypto import verify_xeddsa
+from signalserver.db import any_of, bound_cursor
 from signalserver.errors import BadRequest, DomainError, InvalidSignature, NotFound, Unauthorized, UnprocessableEntity
 from signalserver.wire import ServiceId
 
@@ -384,10 +385,10 @@ def _read_targets(service_ids: list[ServiceId]) -> dict[ServiceId, _Target]:
     """The accounts these service ids name, with their devices and identity keys, in one query."""
     acis = list({sid.uuid for sid in service_ids if not sid.is_pni})
     pnis = list({sid.uuid for sid in service_ids if sid.is_pni})
-    by_aci, aci_params = _any("a.aci", acis, "uuid")
-    by_pni, pni_params = _any("a.pni", pnis, "uuid")
+    by_aci, aci_params = any_of("a.aci", acis, "uuid")
+    by_pni, pni_params = any_of("a.pni", pnis, "uuid")
     identity_keys = IdentityKey._meta.db_table
-    with connection.cursor() as cursor:
+    with bound_cursor() as cursor:
         cursor.execute(
             "SELECT a.aci, a.pni, a.unidentified_access_key, a.unrestricted_unidentified_access, a.blocks_someone,"
             " ka.public_key, kp.public_key, d.id, d.device_id, d.registration_id, d.pni_registration_id"
@@ -420,14 +421,6 @@ def _read_targets(service_ids: list[ServiceId]) -> dict[ServiceId, _Target]:
     return found
 
 
-def _any(column: str, values: list, sql_type: str) -> tuple[str, list]:
-    """`column` equal to any of `values`: an array on PostgreSQL (one statement text for any
-    count), a list elsewhere (UUIDs as the 32 hex digits Django stores on SQLite)."""
-    if connection.vendor == "postgresql":
-        return f"{column} = ANY(%s::{sql_type}[])", [values]
-    if not values:
-        return "1 = 0", []
-    return f"{column} IN ({', '.join(['%s'] * len(values))})", [v.hex if isinstance(v, uuid.UUID) else v for v in values]
 
 
 def _uuid(value) -> uuid.UUID:
@@ -484,7 +477,7 @@ def _claim_sql(counts: dict[tuple[int, int], int]) -> dict[tuple[int, int], _Slo
     fewer). Each inner SELECT skips rows another fetcher has locked, so concurrent claims never
     get the same key and never wait for each other."""
     slots = list(counts)
-    with connection.cursor() as cursor:
+    with bound_cursor() as cursor:
         cursor.execute(_CLAIM_SQL, [[pk for pk, _ in slots], [identity for _, identity in slots], [counts[slot] for slot in slots]])
         rows = cursor.fetchall()
     claimed = {slot: _SlotKeys() for slot in slots}
@@ -522,7 +515,7 @@ def _one_time_claim(model, limit: str) -> str:
 # stands in for missing Kyber keys, else only as many as Kyber keys were taken (a fetch without
 # any Kyber key skips the device and takes nothing from it).
 _CLAIM_SQL = (
-    "WITH wanted AS (SELECT * FROM unnest(%s::bigint[], %s::smallint[], %s::int[]) AS w(device_id, identity, n)),"
+    "WITH wanted AS (SELECT * FROM unnest(%b::bigint[], %b::smallint[], %b::int[]) AS w(device_id, identity, n)),"
     f" signed AS (SELECT s.device_id, s.identity, s.key_id, s.public_key, s.signature FROM {SignedPreKey._meta.db_table} s JOIN wanted USING (device_id, identity)),"
     f" last_resort AS (SELECT l.device_id, l.identity, l.key_id, l.public_key, l.signature FROM {LastResortKey._meta.db_table} l JOIN wanted USING (device_id, identity)),"
     " ready AS (SELECT w.device_id, w.identity, w.n,"

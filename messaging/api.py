@@ -18,7 +18,7 @@ from messaging.services import (
     ContentTooLarge,
     OutgoingMessage,
     SendRequest,
-    acknowledge_messages,
+    acknowledge_guids,
     list_queued,
     send_message,
     send_multi_recipient_message,
@@ -165,7 +165,7 @@ def delete_message(call: Call, guid: str) -> tuple[int, None]:
         value = uuid.UUID(guid)
     except ValueError:
         raise UnprocessableEntity("invalid guid") from None
-    if not acknowledge_messages(device=device, guids=[value]):
+    if not acknowledge_guids(device=device, guids=[value]):
         raise NotFound()
     return 204, None
 

@@ -15,7 +15,7 @@ import logging
 
 from asgiref.sync import SyncToAsync
 
-from messaging.services import SendRequest, acknowledge_rows, send_messages
+from messaging.services import Acknowledgement, SendRequest, acknowledge_rows, send_messages
 from signalserver.batching import loop_batcher
 from signalserver.errors import log_unavailable, unavailable_dependency
 
@@ -33,17 +33,17 @@ def submit_send(request: SendRequest) -> asyncio.Future:
     return loop_batcher(send_messages, MAX_SENDS_PER_BATCH).submit(request)
 
 
-def submit_ack(device, row_id: int) -> asyncio.Future:
+def submit_ack(device, ack: Acknowledgement) -> asyncio.Future:
     """Queue one acknowledged row of `device`; the future resolves once its batch ran: True when
     the row is deleted, False when the batch failed (it is then tried again, ACK_RETRY_DELAYS)."""
-    return loop_batcher(_acknowledge, MAX_ACKS_PER_BATCH).submit((device.pk, device.device_id, row_id, 0))
+    return loop_batcher(_acknowledge, MAX_ACKS_PER_BATCH).submit((device.pk, device.device_id, ack, 0))
 
 
-def _acknowledge(acks: list[tuple[int, int, int, int]]) -> list[bool]:
-    """(device pk, device id, row id, tries so far) → deleted or not, on a database thread."""
-    by_device: dict[tuple[int, int], list[int]] = {}
-    for device_pk, device_id, row_id, _ in acks:
-        by_device.setdefault((device_pk, device_id), []).append(row_id)
+def _acknowledge(acks: list[tuple[int, int, Acknowledgement, int]]) -> list[bool]:
+    """(device pk, device id, acknowledgement, tries so far) → deleted or not, on a database thread."""
+    by_device: dict[tuple[int, int], list[Acknowledgement]] = {}
+    for device_pk, device_id, ack, _ in acks:
+        by_device.setdefault((device_pk, device_id), []).append(ack)
     try:
         acknowledge_rows(by_device)
     except Exception as error:
@@ -59,19 +59,19 @@ def _acknowledge(acks: list[tuple[int, int, int, int]]) -> list[bool]:
     return [True] * len(acks)
 
 
-def _retry_later(acks: list[tuple[int, int, int, int]]) -> None:
+def _retry_later(acks: list[tuple[int, int, Acknowledgement, int]]) -> None:
     """On the event loop: each failed acknowledgement again after its next delay, if it has one
     left. Those of one failed batch are due together, and make one batch again."""
-    due: dict[float, list[tuple[int, int, int, int]]] = {}
-    for device_pk, device_id, row_id, tries in acks:
+    due: dict[float, list[tuple[int, int, Acknowledgement, int]]] = {}
+    for device_pk, device_id, ack, tries in acks:
         if tries < len(ACK_RETRY_DELAYS):
-            due.setdefault(ACK_RETRY_DELAYS[tries], []).append((device_pk, device_id, row_id, tries + 1))
+            due.setdefault(ACK_RETRY_DELAYS[tries], []).append((device_pk, device_id, ack, tries + 1))
     loop = asyncio.get_running_loop()
     for delay, again in due.items():
         loop.call_later(delay, _submit_again, again)
 
 
-def _submit_again(acks: list[tuple[int, int, int, int]]) -> None:
+def _submit_again(acks: list[tuple[int, int, Acknowledgement, int]]) -> None:
     batcher = loop_batcher(_acknowledge, MAX_ACKS_PER_BATCH)
     for ack in acks:
         batcher.submit(ack)

@@ -29,7 +29,7 @@ from messaging.envelopes import parse_envelope
 from messaging.notify import local_sockets
 from messaging.presence import PRESENCE_REFRESH_SECONDS, get_presence
 from messaging.sealing import UnreadableEnvelope, unseal
-from messaging.services import EPHEMERAL_MAX_AGE_MS, list_queued, now_ms
+from messaging.services import EPHEMERAL_MAX_AGE_MS, Acknowledgement, acknowledgement, list_queued, now_ms
 from messaging.tasks import push_if_still_away_task
 from push.services import request_push_later
 from signalserver.auth import AccountBanned, InvalidCredentials, authenticate_authorization
@@ -88,7 +88,8 @@ class ChatConsumer(FramedConsumer):
         self.spawn(self._watch_idle())
         if not self.delivering:
             return
-        self.pending: dict[int, int | None] = {}  # request id → row id (None: ephemeral)
+        # request id → the delivered row, with what its acknowledgement owes (None: ephemeral)
+        self.pending: dict[int, Acknowledgement | None] = {}
         self.sent: dict[int, None] = {}  # row ids sent on this connection, oldest first
         self.cursor = 0  # highest row id read from the table on this connection
         self.inline: list[list] = []  # live rows waiting for room in the window
@@ -281,13 +282,14 @@ class ChatConsumer(FramedConsumer):
         if row_id in self.sent:
             return False
         self._remember(row_id)
+        ack = acknowledgement(row_id, envelope)
         if story and not self.receive_stories:
             # Not for this connection: dropped silently.
-            self.last_ack = submit_ack(self.device, row_id)
+            self.last_ack = submit_ack(self.device, ack)
             return False
         request_id = await self.send_request(MESSAGE_PATH, envelope)
-        self.pending[request_id] = row_id
-        tally[metrics.envelope_kind(envelope)] += 1
+        self.pending[request_id] = ack
+        tally[ack.kind] += 1
         return True
 
     async def _send_ephemeral(self, envelope: bytes, accepted_at: int | None) -> None:
@@ -307,9 +309,9 @@ class ChatConsumer(FramedConsumer):
     def _acknowledged(self, request_id: int, status: int) -> bool:
         if not self.delivering or request_id not in self.pending:
             return False  # a response to nothing we asked is ignored
-        row_id = self.pending.pop(request_id)
-        if row_id is not None and 200 <= status < 300:
-            self.last_ack = submit_ack(self.device, row_id)
+        ack = self.pending.pop(request_id)
+        if ack is not None and 200 <= status < 300:
+            self.last_ack = submit_ack(self.device, ack)
         self.wake.set()
         return True
 

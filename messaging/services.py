@@ -15,7 +15,7 @@ import uuid
 from contextlib import nullcontext
 from dataclasses import dataclass, field, replace
 from functools import cache
-from typing import Any
+from typing import Any, NamedTuple
 
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
@@ -40,6 +40,7 @@ from messaging.reports import report_token
 from messaging.sealing import UnreadableEnvelope, guid_tag, guid_tags, queue_keys, seal, unseal
 from signalserver import metrics, ratelimit
 from signalserver.batching import each_going_on
+from signalserver.db import any_of, bound_cursor
 from signalserver.errors import (
     BadRequest,
     Conflict,
@@ -376,9 +377,9 @@ def _load_accounts(service_ids: list[ServiceId], sender_acis: list[uuid.UUID]) -
     Unknown ones are absent (an account always has its primary device)."""
     acis = list({sid.uuid for sid in service_ids if not sid.is_pni} | set(sender_acis))
     pnis = list({sid.uuid for sid in service_ids if sid.is_pni})
-    by_aci, aci_params = _any("a.aci", acis, "uuid")
-    by_pni, pni_params = _any("a.pni", pnis, "uuid")
-    with connection.cursor() as cursor:
+    by_aci, aci_params = any_of("a.aci", acis, "uuid")
+    by_pni, pni_params = any_of("a.pni", pnis, "uuid")
+    with bound_cursor() as cursor:
         cursor.execute(
             "SELECT a.aci, a.pni, a.unidentified_access_key, a.unrestricted_unidentified_access, a.blocks_someone,"
             " d.device_id, d.id, d.registration_id, d.pni_registration_id"
@@ -409,13 +410,6 @@ def _load_accounts(service_ids: list[ServiceId], sender_acis: list[uuid.UUID]) -
 def as_uuid(value) -> uuid.UUID:
     """A UUID column read with raw SQL: a UUID on PostgreSQL, 32 hex digits on SQLite."""
     return value if isinstance(value, uuid.UUID) else uuid.UUID(value)
-
-
-def db_uuid(value: uuid.UUID | None):
-    """A UUID as a raw-SQL parameter: native on PostgreSQL, 32 hex digits as Django stores it on SQLite."""
-    if value is None or connection.vendor == "postgresql":
-        return value
-    return value.hex
 
 
 def _check_device_set(
@@ -643,10 +637,10 @@ def _queue_rows(deliveries: list[Delivery]) -> list[tuple]:
 def _insert_arrays(deliveries: list[Delivery], rows: list[tuple]) -> None:
     """PostgreSQL: the rows as five arrays, one statement text whatever their count (psycopg
     converts it once; a VALUES list of many rows was parsed again on every send)."""
-    with connection.cursor() as cursor:
+    with bound_cursor() as cursor:
         cursor.execute(
             f"INSERT INTO {QueuedMessage._meta.db_table} ({_QUEUE_COLUMNS})"
-            " SELECT * FROM unnest(%s::bigint[], %s::bytea[], %s::integer[], %s::smallint[], %s::bytea[])"
+            " SELECT * FROM unnest(%b::bigint[], %b::bytea[], %b::integer[], %b::smallint[], %b::bytea[])"
             " RETURNING id, guid_tag",
             [list(column) for column in zip(*rows, strict=True)],
         )
@@ -657,7 +651,7 @@ def _insert_arrays(deliveries: list[Delivery], rows: list[tuple]) -> None:
 
 def _insert_values(deliveries: list[Delivery], rows: list[tuple]) -> None:
     params = [value for row in rows for value in row]
-    with connection.cursor() as cursor:
+    with connection.cursor() as cursor:  # SQLite
         cursor.execute(_insert_sql(len(deliveries)), params)
         # Rows come back in the order of VALUES (SQLite ≥ 3.35; bulk_create relies on it too).
         for delivery, (row_id,) in zip(deliveries, cursor.fetchall(), strict=True):
@@ -669,12 +663,6 @@ def _parameters(count: int, one: str = "%s") -> str:
     return ", ".join([one] * count)
 
 
-def _any(column: str, values: list, sql_type: str) -> tuple[str, list]:
-    """`column` equal to any of `values`, as raw SQL and its parameters: an array on PostgreSQL
-    (one statement text for any count, so psycopg converts it once), a list on SQLite."""
-    if connection.vendor == "postgresql":
-        return f"{column} = ANY(%s::{sql_type}[])", [values]
-    return f"{column} IN ({_parameters(len(values))})", [db_uuid(value) if isinstance(value, uuid.UUID) else value for value in values]
 
 
 @cache
@@ -723,70 +711,109 @@ def has_queued(*, device_pk: int) -> bool:
     return QueuedMessage.objects.filter(device_id=device_pk, queued_hour__gte=retention_cutoff_hour()).exists()
 
 
-def acknowledge_messages(*, device, row_ids: list[int] | None = None, guids: list[uuid.UUID] | None = None) -> int:
-    """Delete acknowledged messages of this device (by row id or guid) and queue the server
-    delivery receipts; returns how many were deleted. Another device's ids match nothing."""
-    if row_ids is not None:
-        return acknowledge_rows({(device.pk, device.device_id): row_ids})
+class Receipt(NamedTuple):
+    """The server delivery receipt that acknowledging an identified envelope owes its sender."""
+
+    sender: uuid.UUID  # the sender's ACI
+    recipient: ServiceId  # the envelope's destination
+    client_timestamp: int
+
+
+class Acknowledgement(NamedTuple):
+    """A delivered row of a device's queue, with what its acknowledgement owes once the row is
+    deleted: the envelope's kind (`metrics.envelope_kind`) and, for an identified message, its
+    sender's receipt. A socket works it out from the envelope it delivers
+    (`acknowledgement`), so deleting the row needs nothing of it back from the database."""
+
+    row_id: int
+    kind: int
+    receipt: Receipt | None
+
+
+def acknowledgement(row_id: int, envelope: bytes) -> Acknowledgement:
+    kind = metrics.envelope_kind(envelope)
+    return Acknowledgement(row_id, kind, receipt_owed(envelope) if kind == metrics.IDENTIFIED_KIND else None)
+
+
+def receipt_owed(data: bytes) -> Receipt | None:
+    """The receipt an acknowledged envelope owes: none for sealed sender (no source), for
+    receipts, or for the sender's own devices (sync messages)."""
+    envelope = parse_envelope(data)
+    source = envelope_source(envelope)
+    destination = envelope_destination(envelope)
+    if source is None or destination is None or envelope.type == SERVER_DELIVERY_RECEIPT or source == destination:
+        return None
+    return Receipt(source.uuid, destination, envelope.client_timestamp)
+
+
+def acknowledge_guids(*, device, guids: list[uuid.UUID]) -> int:
+    """Delete this device's messages with these guids (REST, `DELETE /v1/messages/uuid/{guid}`)
+    and queue their receipts; returns how many were deleted. Another device's guids match
+    nothing. The rows are opened to learn what they owe, since no socket delivered them."""
     if not guids:
         return 0
-    by_guid, params = _any("guid_tag", [tag for guid in guids for tag in guid_tags(guid)], "bytea")
-    return _delete_acknowledged(f"device_id = %s AND {by_guid}", [device.pk, *params], {device.pk: device.device_id})
+    by_guid, params = any_of("guid_tag", [tag for guid in guids for tag in guid_tags(guid)], "bytea")
+    table = QueuedMessage._meta.db_table
+    with transaction.atomic():
+        with bound_cursor() as cursor:
+            cursor.execute(f"DELETE FROM {table} WHERE device_id = %s AND {by_guid} RETURNING key_id, envelope", [device.pk, *params])
+            deleted = cursor.fetchall()
+        acknowledged = []
+        for key_id, sealed in deleted:
+            try:
+                acknowledged.append(acknowledgement(0, unseal(key_id, sealed, device_pk=device.pk)[0]))
+            except UnreadableEnvelope:
+                pass  # never delivered (it does not open), so it owes nothing
+        _settle({device.pk: device.device_id}, [(device.pk, ack) for ack in acknowledged])
+    return len(deleted)
 
 
-def acknowledge_rows(acks: dict[tuple[int, int], list[int]]) -> int:
-    """`acknowledge_messages` for the rows of many devices at once, (device pk, device id) → row
-    ids: one DELETE and one INSERT of receipts for all of them; returns how many were deleted."""
-    pairs = [(device_pk, row_id) for (device_pk, _), row_ids in acks.items() for row_id in row_ids]
+def acknowledge_rows(acks: dict[tuple[int, int], list[Acknowledgement]]) -> int:
+    """Delete acknowledged rows of many devices at once, (device pk, device id) → the rows a
+    socket delivered: one DELETE, then one INSERT of the receipts the deleted ones owe; returns
+    how many were deleted. A device's row ids delete only that device's rows."""
+    pairs = [(device_pk, ack.row_id) for (device_pk, _), device_acks in acks.items() for ack in device_acks]
     if not pairs:
         return 0
     if connection.vendor == "postgresql":
-        # One statement text whatever the batch: psycopg converts it once (its cache keeps it).
-        condition = "(device_id, id) IN (SELECT * FROM unnest(%s::bigint[], %s::bigint[]))"
+        # One statement text whatever the batch: prepared once per connection.
+        condition = "(device_id, id) IN (SELECT * FROM unnest(%b::bigint[], %b::bigint[]))"
         params = [[device_pk for device_pk, _ in pairs], [row_id for _, row_id in pairs]]
     else:
         condition = " OR ".join(["(device_id = %s AND id = %s)"] * len(pairs))
         params = [value for pair in pairs for value in pair]
-    return _delete_acknowledged(condition, params, dict(acks.keys()))
-
-
-def _delete_acknowledged(condition: str, params: list, device_ids: dict[int, int]) -> int:
-    """Delete the rows `condition` selects and queue their receipts, in one transaction; device_ids:
-    device pk → device id, for every device whose rows the condition can select."""
+    by_row = {(device_pk, ack.row_id): ack for (device_pk, _), device_acks in acks.items() for ack in device_acks}
     table = QueuedMessage._meta.db_table
     with transaction.atomic():
-        with connection.cursor() as cursor:
-            # One statement: the rows we delete are exactly the ones we build receipts for.
-            cursor.execute(f"DELETE FROM {table} WHERE {condition} RETURNING device_id, key_id, envelope", params)
+        with bound_cursor() as cursor:
+            # Only what this statement deleted owes anything (an ack delivered twice, or a row
+            # id of another device's queue, deletes nothing).
+            cursor.execute(f"DELETE FROM {table} WHERE {condition} RETURNING device_id, id", params)
             deleted = cursor.fetchall()
-        acknowledged = []
-        for device_pk, key_id, sealed in deleted:
-            try:
-                acknowledged.append((device_ids[device_pk], unseal(key_id, sealed, device_pk=device_pk)[0]))
-            except UnreadableEnvelope:
-                pass  # never delivered (it does not open), so it has no receipt to give
-        metrics.count_acknowledged(envelope for _, envelope in acknowledged)
-        _queue_receipts(acknowledged)
+        _settle(dict(acks.keys()), [(device_pk, by_row[(device_pk, row_id)]) for device_pk, row_id in deleted])
     return len(deleted)
 
 
-def _queue_receipts(acknowledged: list[tuple[int, bytes]]) -> None:
-    """Server delivery receipts to every device of the senders of these acknowledged envelopes,
-    (device id that acknowledged, envelope): one INSERT."""
+def _settle(device_ids: dict[int, int], deleted: list[tuple[int, Acknowledgement]]) -> None:
+    """Count the acknowledged rows (device pk, acknowledgement) by kind and queue the receipts
+    they owe; device_ids: device pk → device id."""
+    tally = [0, 0, 0]
+    for _, ack in deleted:
+        tally[ack.kind] += 1
+    metrics.count_acknowledged(tally)
+    _queue_receipts([(device_ids[device_pk], ack.receipt) for device_pk, ack in deleted if ack.receipt is not None])
+
+
+def _queue_receipts(owed: list[tuple[int, Receipt]]) -> None:
+    """Server delivery receipts to every device of the senders, (device id that acknowledged,
+    receipt): one INSERT."""
     receipts_by_sender: dict[uuid.UUID, list[tuple[ServiceId, int, int]]] = {}
-    for acknowledging_device_id, data in acknowledged:
-        envelope = parse_envelope(data)
-        source = envelope_source(envelope)
-        destination = envelope_destination(envelope)
-        if source is None or destination is None or envelope.type == SERVER_DELIVERY_RECEIPT:
-            continue  # sealed sender has no source; receipts are not receipted
-        if source == destination:
-            continue  # the sender's own devices (sync messages)
-        receipts_by_sender.setdefault(source.uuid, []).append((destination, acknowledging_device_id, envelope.client_timestamp))
+    for acknowledging_device_id, receipt in owed:
+        receipts_by_sender.setdefault(receipt.sender, []).append((receipt.recipient, acknowledging_device_id, receipt.client_timestamp))
     if not receipts_by_sender:
         return
-    senders, params = _any("account_id", list(receipts_by_sender), "uuid")
-    with connection.cursor() as cursor:
+    senders, params = any_of("account_id", list(receipts_by_sender), "uuid")
+    with bound_cursor() as cursor:
         cursor.execute(f"SELECT id, account_id, device_id FROM {Device._meta.db_table} WHERE {senders}", params)
         devices = [(pk, as_uuid(aci), device_id) for pk, aci, device_id in cursor.fetchall()]
     server_timestamp = now_ms()

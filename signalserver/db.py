@@ -16,11 +16,12 @@ database is dropped).
 """
 
 import threading
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 
 from asgiref.sync import SyncToAsync
 from django.conf import settings
-from django.db import connections
+from django.db import connection, connections
 
 from signalserver.postgresql.base import server_closed
 
@@ -63,6 +64,26 @@ def _keep_usable_connections() -> None:
                 connection.errors_occurred = False
             else:
                 connection.close()
+
+
+def bound_cursor():
+    """A cursor of the default database for raw SQL on hot paths: on PostgreSQL its parameters
+    are bound by the server (`signalserver.postgresql.base.DatabaseWrapper.bound_cursor`). Write
+    `%s` placeholders as for any Django cursor, and `%b` for arrays in SQL that only PostgreSQL
+    runs: binary arrays skip the quoting of every element (a regular expression over each
+    envelope's hex digits)."""
+    return connection.bound_cursor() if connection.vendor == "postgresql" else connection.cursor()
+
+
+def any_of(column: str, values: list, sql_type: str) -> tuple[str, list]:
+    """`column` equal to any of `values`, as raw SQL for a `bound_cursor` and its parameters: one
+    binary array on PostgreSQL (one statement text for any count, so it is prepared once), a list
+    elsewhere (UUIDs as the 32 hex digits Django stores on SQLite)."""
+    if connection.vendor == "postgresql":
+        return f"{column} = ANY(%b::{sql_type}[])", [values]
+    if not values:
+        return "1 = 0", []
+    return f"{column} IN ({', '.join(['%s'] * len(values))})", [v.hex if isinstance(v, uuid.UUID) else v for v in values]
 
 
 def in_db_thread(function):

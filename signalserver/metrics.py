@@ -202,16 +202,17 @@ _ACKNOWLEDGED = {kind: MESSAGES_ACKNOWLEDGED.labels(kind) for kind in (IDENTIFIE
 _TYPE_TAG, _RECEIPT_TYPE, _SEALED_TYPE = 0x08, 5, 6
 # envelope kind index: 0 identified, 1 sealed, 2 receipt
 _KINDS = (IDENTIFIED, SEALED, RECEIPT)
+IDENTIFIED_KIND = 0
 
 
 def envelope_kind(envelope: bytes) -> int:
-    """0 identified, 1 sealed, 2 receipt (an index into `count_envelopes`' tally)."""
+    """0 identified, 1 sealed, 2 receipt (an index into the tallies counted here)."""
     if len(envelope) > 1 and envelope[0] == _TYPE_TAG:
         if envelope[1] == _SEALED_TYPE:
             return 1
         if envelope[1] == _RECEIPT_TYPE:
             return 2
-    return 0
+    return IDENTIFIED_KIND
 
 
 def count_delivered(tally: list[int]) -> None:
@@ -224,9 +225,9 @@ def count_delivered_envelopes(envelopes) -> None:
     _add(_DELIVERED, _tally(envelopes))
 
 
-def count_acknowledged(envelopes) -> None:
-    """Count acknowledged envelopes (serialized) by kind."""
-    _add(_ACKNOWLEDGED, _tally(envelopes))
+def count_acknowledged(tally: list[int]) -> None:
+    """Add a tally [identified, sealed, receipt] of acknowledged envelopes."""
+    _add(_ACKNOWLEDGED, tally)
 
 
 def _tally(envelopes) -> list[int]:

@@ -358,23 +358,24 @@ def test_acks_of_several_devices_are_deleted_together_each_only_from_its_own_que
     row ids delete only that device's rows, and every deleted identified message gets its receipt
     (naming the device that acknowledged it)."""
     from messaging.envelopes import SERVER_DELIVERY_RECEIPT
-    from messaging.services import acknowledge_rows
+    from messaging.services import acknowledge_rows, acknowledgement
 
     send(client_for(alice), bob.aci, message_list(all_devices(bob)))
     carol = DeviceFactory()
     send(client_for(alice), carol.account.aci, message_list([(1, carol.registration_id)]))
     phone, laptop = bob.devices.get(device_id=1), bob.devices.get(device_id=2)
-    row = {d.pk: QueuedMessage.objects.get(device=d).pk for d in (phone, laptop, carol)}
+    row = {d.pk: QueuedMessage.objects.get(device=d) for d in (phone, laptop, carol)}
+    delivered = {pk: acknowledgement(queued.pk, queued.open()[0]) for pk, queued in row.items()}
 
     deleted = acknowledge_rows(
         {
-            (laptop.pk, laptop.device_id): [row[laptop.pk], row[phone.pk]],  # the phone's row is not the laptop's
-            (carol.pk, carol.device_id): [row[carol.pk]],
+            (laptop.pk, laptop.device_id): [delivered[laptop.pk], delivered[phone.pk]],  # the phone's row is not the laptop's
+            (carol.pk, carol.device_id): [delivered[carol.pk]],
         }
     )
 
     assert deleted == 2
-    assert set(QueuedMessage.objects.exclude(device__account=alice.account).values_list("pk", flat=True)) == {row[phone.pk]}
+    assert set(QueuedMessage.objects.exclude(device__account=alice.account).values_list("pk", flat=True)) == {row[phone.pk].pk}
     receipts = sorted(
         (envelope.source_device, uuid.UUID(bytes=envelope.source_service_id))
         for envelope in queued_envelopes(alice.account)
