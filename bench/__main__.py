@@ -33,6 +33,8 @@ def main(argv=None) -> None:
     parser.add_argument("--pairs", type=int, default=8, help="relay: sender/receiver pairs")
     parser.add_argument("--window", type=int, default=16, help="relay: messages sent and not yet delivered, per pair; profiles, prekeys: requests in flight per socket")
     parser.add_argument("--sealed", action="store_true", help="relay: sealed-sender sends (no delivery receipts)")
+    parser.add_argument("--cross", action="store_true", help="relay: receivers' sockets on --url2, another server process (every message crosses processes)")
+    parser.add_argument("--url2", help="relay --cross: the second server process, for the receivers' sockets")
     parser.add_argument("--rate", type=float, default=200.0, help="latency: offered messages per second in total")
     parser.add_argument("--sockets", type=int, default=1000, help="idle: sockets to hold open (at most 10,000)")
     parser.add_argument("--recipients", type=int, default=1000, help="fanout: recipients of the send")
@@ -53,6 +55,8 @@ def main(argv=None) -> None:
     parser.add_argument("--first-number", type=int, default=int.from_bytes(os.urandom(2), "big") * 10)
     args = parser.parse_args(argv)
     require_loopback(args.url)
+    if args.url2:
+        require_loopback(args.url2)
     module = SCENARIOS[args.scenario]
     args.database_url = args.database_url or getattr(module, "DEFAULT_DATABASE_URL", push.DEFAULT_DATABASE_URL)
     args.redis_url = args.redis_url or getattr(module, "DEFAULT_REDIS_URL", push.DEFAULT_REDIS_URL)

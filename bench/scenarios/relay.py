@@ -6,7 +6,13 @@ the figure is the rate the server sustains, not how fast it can pile rows into t
 
 Identified sends (the default) also cost a delivery receipt back to the sender and its ack; with
 `--sealed` the senders send sealed-sender messages over unauthenticated sockets with the
-recipient's access key, as Signal clients send most messages: no receipts."""
+recipient's access key, as Signal clients send most messages: no receipts.
+
+`--cross --url2 URL`: the senders' sockets go to `--url` and the receivers' to `--url2`, a second
+server process on the same database and Redis, so every message crosses processes: the sending
+process finds the receiver's socket elsewhere (presence) and hands the envelope over through the
+channel layer, sealed (docs/architecture.md §4.3). The receivers connect before anything is
+sent and never reconnect, so every message they count came that way."""
 
 from __future__ import annotations
 
@@ -29,7 +35,19 @@ def _ws_url(url: str) -> str:
     return url.replace("http://", "ws://", 1).rstrip("/") + "/v1/websocket/"
 
 
+def receivers_url(args) -> str:
+    """Where the receivers' sockets go: `--url2` with `--cross` (another process), else `--url`."""
+    if not args.cross:
+        return args.url
+    if not args.url2:
+        raise SystemExit("relay --cross needs --url2, the second server process")
+    if args.url2.rstrip("/") == args.url.rstrip("/"):
+        raise SystemExit("relay --cross needs --url2 to be another server process than --url")
+    return args.url2
+
+
 async def run(args) -> dict:
+    receiving_url = _ws_url(receivers_url(args))
     accounts = await register_many(args.url, 2 * args.pairs, args.code, first_number=args.first_number)
     pairs = [(accounts[2 * i], accounts[2 * i + 1]) for i in range(args.pairs)]
     url = _ws_url(args.url)
@@ -41,7 +59,7 @@ async def run(args) -> dict:
 
     async def receiver(account) -> None:
         window = windows[account.aci]
-        async with websockets.connect(url, additional_headers={"Authorization": account.authorization}, max_size=2**22) as ws:
+        async with websockets.connect(receiving_url, additional_headers={"Authorization": account.authorization}, max_size=2**22) as ws:
             while not stop.is_set():
                 try:
                     data = await asyncio.wait_for(ws.recv(), 0.5)
@@ -89,7 +107,14 @@ async def run(args) -> dict:
             reader = asyncio.ensure_future(read())
             request_id = 0
             while not stop.is_set():
-                await window.acquire()
+                if window.locked():  # bounded: a message that never arrives must not hold the sender past the end
+                    try:
+                        async with asyncio.timeout(0.5):
+                            await window.acquire()
+                    except TimeoutError:
+                        continue
+                else:
+                    await window.acquire()
                 request_id += 1
                 await ws.send(request_frame(request_id, "PUT", path, body, frame_headers))
                 counters["sent"] += 1
@@ -112,6 +137,7 @@ async def run(args) -> dict:
         "pairs": args.pairs,
         "window": args.window,
         "sealed": args.sealed,
+        "cross": args.cross,
         "delivered": delivered,
         "seconds": round(elapsed, 2),
         "delivered_per_second": round(delivered / elapsed, 1),

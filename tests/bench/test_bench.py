@@ -4,11 +4,14 @@
 import json
 import subprocess
 import sys
+import time
 
+import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.factories import override_limit
-from tests.servers import DEV_CODE, PROJECT, running_server
+from tests.servers import DEV_CODE, PROJECT, free_port, running_server
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -42,6 +45,51 @@ def test_the_prekeys_and_relay_scenarios_run_and_report():
     assert prekeys["fetches"] > 0 and prekeys["errors"] == 0
     assert relay["delivered"] > 0 and relay["send_errors"] == 0
     assert sealed["sealed"] and sealed["delivered"] > 0 and sealed["send_errors"] == 0
+
+
+def message_counts(metrics_port: int) -> dict[str, float]:
+    """One server's own messages sent, delivered and acknowledged (all kinds), from its metrics port."""
+    text = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5).text
+    counts = {"sent": 0.0, "delivered": 0.0, "acknowledged": 0.0}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            for what in counts:
+                if sample.name == f"signalserver_messages_{what}_total":
+                    counts[what] += sample.value
+    return counts
+
+
+def test_relay_across_processes_delivers_through_the_second_process():
+    raise_limits_for_a_load_test("messages")
+    senders_metrics, receivers_metrics = free_port(), free_port()
+    with (
+        running_server(METRICS_PORT=str(senders_metrics)) as senders_server,
+        running_server(METRICS_PORT=str(receivers_metrics)) as receivers_server,
+    ):
+        pids = ["--server-pid", str(senders_server.pid), "--server-pid", str(receivers_server.pid)]
+        relay = run_bench(senders_server.url, "relay", "--cross", "--url2", receivers_server.url, "--pairs", "2", "--window", "4", "--sealed", *pids)  # fmt: skip
+        # What the event loops counted is written to the metrics within a second (signalserver.metrics).
+        deadline = time.monotonic() + 10
+        while (receiving := message_counts(receivers_metrics))["delivered"] < relay["delivered"] and time.monotonic() < deadline:
+            time.sleep(0.2)
+        sending = message_counts(senders_metrics)
+
+    assert relay["cross"] and relay["delivered"] > 0 and relay["send_errors"] == 0 and relay["server_cpu_percent"] > 0
+    # Every message was accepted by the first process and delivered and acknowledged on the second.
+    assert sending["sent"] >= receiving["delivered"] >= relay["delivered"] and receiving["acknowledged"] > 0
+    assert sending["delivered"] == sending["acknowledged"] == receiving["sent"] == 0
+
+
+def test_relay_across_processes_needs_a_second_server():
+    for extra in ([], ["--url2", "http://127.0.0.1:8000/"]):
+        result = subprocess.run(
+            [sys.executable, "-m", "bench", "relay", "--cross", "--url", "http://127.0.0.1:8000", *extra],
+            cwd=PROJECT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert result.returncode != 0 and "--url2" in result.stderr
 
 
 def test_the_latency_idle_and_fanout_scenarios_run_and_report():
