@@ -6,8 +6,18 @@ class AccountsConfig(AppConfig):
     name = "accounts"
 
     def ready(self):
-        from accounts import profile_views, views
-        from signalserver import tunnel
+        from accounts import views
+        from accounts.profiles import views as profile_views
+        from accounts.profiles.services import purge_replaced_profiles
+        from accounts.retention import purge_account_records
+        from accounts.tokens.services import authenticate_bearer
+        from accounts.usernames.services import purge_expired_claims
+        from signalserver import auth, purges, tunnel
+
+        # The shared package imports no app: what it calls of this one is registered here.
+        auth.register_bearer_authenticator(authenticate_bearer)
+        for purge in (purge_replaced_profiles, purge_expired_claims, purge_account_records):
+            purges.register_purge(purge)
 
         # Profile reads are hot routes over sockets: a client reads every contact's at start-up.
         tunnel.register("GET", r"/v1/profile/(?P<service_id>(?:PNI:)?[0-9A-Fa-f-]+)", profile_views.get_profile)

@@ -18,7 +18,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from accounts.models import DeletedAccount, RateLimitPushChallenge, RefreshToken, TokenFamily, UsedLinkToken
-from accounts.verification import delete_expired_sessions
+from accounts.verification.services import delete_expired_sessions
 
 
 def purge_account_records() -> int:

@@ -2,7 +2,7 @@
 
 import hmac
 
-from accounts.blocks import blocks
+from accounts.blocks.services import blocks
 from accounts.models import Account
 from groups.send_tokens import verify_group_send_token
 from signalserver.errors import NotFound, Unauthorized

@@ -84,7 +84,7 @@ class AccountIdentitySerializer(serializers.Serializer):
 
 def account_identity(account, *, storage_capable: bool) -> dict:
     """The account identity object of Signal's API."""
-    from accounts import usernames
+    from accounts.usernames import services as usernames
 
     username_hash, handle = usernames.confirmed_hash(account), usernames.link_handle(account)
     return {

@@ -2,9 +2,9 @@
 
 from celery import shared_task
 
-from accounts.profiles import purge_replaced_profiles
+from accounts.profiles.services import purge_replaced_profiles
 from accounts.retention import purge_account_records
-from accounts.usernames import purge_expired_claims
+from accounts.usernames.services import purge_expired_claims
 
 
 @shared_task(ignore_result=True)

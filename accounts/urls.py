@@ -1,18 +1,16 @@
 from django.urls import path
 
-from accounts import (
-    block_views,
-    challenge_views,
-    device_views,
-    discovery_views,
-    profile_views,
-    registration_views,
-    token_views,
-    totp_views,
-    username_views,
-    verification_views,
-    views,
-)
+from accounts import views
+from accounts.blocks import views as block_views
+from accounts.challenges import views as challenge_views
+from accounts.devices import views as device_views
+from accounts.discovery import views as discovery_views
+from accounts.profiles import views as profile_views
+from accounts.registration import views as registration_views
+from accounts.tokens import views as token_views
+from accounts.totp import views as totp_views
+from accounts.usernames import views as username_views
+from accounts.verification import views as verification_views
 
 urlpatterns: list = [
     path("v1/verification/session", verification_views.CreateSessionView.as_view()),

@@ -11,7 +11,7 @@ from typing import Any
 
 from django.db import connection, transaction
 
-from accounts.blocks import blocked_pairs
+from accounts.blocks.services import blocked_pairs
 from accounts.models import Account, Device
 from accounts.selectors import has_unidentified_access
 from groups.send_tokens import verify_group_send_token

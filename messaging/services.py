@@ -21,7 +21,7 @@ from django.conf import settings
 from django.db import IntegrityError, connection, transaction
 
 from accounts.models import MAX_DEVICE_ID, Account, Device
-from accounts.challenges import challenge_gated
+from accounts.challenges.services import challenge_gated
 from accounts.selectors import has_unidentified_access
 from groups.send_tokens import verify_group_send_token
 from messaging.envelopes import (
@@ -301,7 +301,7 @@ def _drop_blocked(sends: list[_Send]) -> None:
     identified = [send for send in sends if send.source is not None and not send.is_sync and send.target.blocks_someone]
     if not identified:
         return
-    from accounts.blocks import blocked_pairs
+    from accounts.blocks.services import blocked_pairs
 
     triples = {send.index: (send.target.aci, send.request.sender.account.aci, send.request.sender.account.pni) for send in identified}
     blocked = blocked_pairs(list(set(triples.values())))

@@ -17,6 +17,7 @@ from functools import cache
 
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+from django.apps import apps
 from django.db import connection
 from rest_framework.authentication import BaseAuthentication
 
@@ -118,8 +119,8 @@ def authenticate_device(username: str, password: str) -> AuthenticatedDevice | N
 
 @cache
 def _device_rows() -> tuple[RowLoader, RowLoader, str]:
-    from accounts.models import Account, Device  # apps are loaded by the time anyone authenticates
-
+    # Looked up by name: this package imports no domain app; apps are loaded by the time anyone authenticates.
+    Account, Device = apps.get_model("accounts", "Account"), apps.get_model("accounts", "Device")
     devices, accounts = RowLoader(Device), RowLoader(Account)
     account = Device._meta.get_field("account")
     sql = (
@@ -147,8 +148,7 @@ def _device_with_account(aci: uuid.UUID, device_id: int):
 
 def refresh_last_seen(device, now: datetime | None = None) -> None:
     """Keep `last_seen` at day granularity; the moment of the daily refresh is spread by ACI."""
-    from accounts.models import Device
-
+    Device = apps.get_model("accounts", "Device")
     now = now or datetime.now(UTC)
     # Offset in [0, 1 day) derived from the ACI, so the refreshes of many accounts spread over the
     # day and the update time reveals nothing about when the device was really used.
@@ -158,6 +158,17 @@ def refresh_last_seen(device, now: datetime | None = None) -> None:
         today = now.date()
         Device.objects.filter(pk=device.pk).exclude(last_seen=today).update(last_seen=today)
         device.last_seen = today
+
+
+# Bearer access tokens are the accounts app's (it registers their check in its `ready()`): a function
+# from the token to an object with `.device` (its account loaded) and `.family`, or None.
+_bearer_authenticator = None
+
+
+def register_bearer_authenticator(authenticate) -> None:
+    """Make `authenticate(token)` the check of `Authorization: Bearer …` (called by the accounts app)."""
+    global _bearer_authenticator
+    _bearer_authenticator = authenticate
 
 
 class InvalidCredentials(Exception):
@@ -181,9 +192,9 @@ def authenticate_authorization(header: str | None) -> AuthenticatedDevice | None
         return None
     scheme, _, value = header.partition(" ")
     if scheme.lower() == "bearer":
-        from accounts.tokens import authenticate_bearer  # accounts builds on this module
-
-        bearer = authenticate_bearer(value.strip()) if 0 < len(value) <= MAX_BEARER_LENGTH else None
+        bearer = None
+        if _bearer_authenticator is not None and 0 < len(value) <= MAX_BEARER_LENGTH:
+            bearer = _bearer_authenticator(value.strip())
         principal = None
         if bearer is not None:
             refresh_last_seen(bearer.device)

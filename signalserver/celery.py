@@ -18,6 +18,15 @@ from signalserver.metrics import connect_celery_signals  # noqa: E402
 connect_celery_signals()
 
 
+@signals.worker_ready.connect(weak=False, dispatch_uid="signalserver-metrics-worker")
+def serve_metrics_from_worker(**_) -> None:
+    """A worker's main process serves the metrics port too (signalserver.metrics_export), once its
+    pool has started (so the pool's processes do not inherit the listening socket)."""
+    from signalserver.metrics_export import start_exporter
+
+    start_exporter()
+
+
 @signals.setup_logging.connect
 def log_as_the_web_process_does(**_) -> None:
     """Workers and beat write the web process's scrubbed JSON lines, with request ids (Django's

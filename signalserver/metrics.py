@@ -339,15 +339,6 @@ def connect_celery_signals() -> None:
     signals.before_task_publish.connect(_stamp_queued_at, weak=False, dispatch_uid="signalserver-metrics-publish")
     signals.task_prerun.connect(_observe_lag, weak=False, dispatch_uid="signalserver-metrics-prerun")
     signals.task_postrun.connect(_count_outcome, weak=False, dispatch_uid="signalserver-metrics-postrun")
-    signals.worker_ready.connect(_serve_from_worker, weak=False, dispatch_uid="signalserver-metrics-worker")
-
-
-def _serve_from_worker(**kwargs) -> None:
-    """A worker's main process serves the metrics port too (signalserver.metrics_export), once its
-    pool has started (so the pool's processes do not inherit the listening socket)."""
-    from signalserver.metrics_export import start_exporter
-
-    start_exporter()
 
 
 def _stamp_queued_at(headers=None, **kwargs) -> None:

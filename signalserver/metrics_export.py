@@ -12,7 +12,8 @@ gauge of open sockets counts only processes that are alive. Without METRICS_DIR 
 tests) the process's own values are served.
 
 The queue's depth and the age of its oldest row are read from PostgreSQL at each scrape, with
-queries that touch an index, never the whole table.
+queries that touch an index, never the whole table: the messaging app registers that reader
+(`register_queue_figures`, `messaging.selectors.queue_figures`), as this package imports no app.
 """
 
 from __future__ import annotations
@@ -89,6 +90,16 @@ class ProcessCollector:
         return REGISTRY.collect()
 
 
+# The reader of the queue's figures, registered by the messaging app in its `ready()`.
+_queue_reader = None
+
+
+def register_queue_figures(reader) -> None:
+    """`reader()` → (depth, hour since the epoch of the oldest row or None), read at each scrape."""
+    global _queue_reader
+    _queue_reader = reader
+
+
 class QueueCollector:
     """The queue's depth and the age of its oldest row, read at each scrape. `own_thread`: the
     scrape runs in a thread of its own, whose database connection goes back to the pool after."""
@@ -97,6 +108,8 @@ class QueueCollector:
         self.own_thread = own_thread
 
     def collect(self):
+        if _queue_reader is None:
+            return
         try:
             depth, oldest_hour = queue_figures(close=self.own_thread)
         except Exception:
@@ -117,29 +130,12 @@ class QueueCollector:
 
 
 def queue_figures(*, close: bool = False) -> tuple[int, int | None]:
-    """(depth, hour since the epoch of the oldest row or None): index-only reads."""
-    from messaging.models import QueuedMessage
-
-    table = QueuedMessage._meta.db_table
+    """(depth, hour since the epoch of the oldest row or None), from the registered reader."""
     try:
-        with connection.cursor() as cursor:
-            # The oldest hour from the queued_hour index; the count stops at QUEUE_EXACT_COUNT rows.
-            cursor.execute(
-                f"SELECT (SELECT count(*) FROM (SELECT 1 FROM {table} LIMIT %s) AS capped),"
-                f" (SELECT min(queued_hour) FROM {table})",
-                [QUEUE_EXACT_COUNT],
-            )
-            depth, oldest_hour = cursor.fetchone()
-            if depth >= QUEUE_EXACT_COUNT and connection.vendor == "postgresql":
-                # Live rows as PostgreSQL's statistics count them (inserts less deletes, kept
-                # current by every transaction), never below what was counted.
-                cursor.execute("SELECT n_live_tup FROM pg_stat_user_tables WHERE relid = %s::regclass", [table])
-                row = cursor.fetchone()
-                depth = max(depth, int(row[0])) if row else depth
+        return _queue_reader()
     finally:
         if close:
             connection.close()
-    return int(depth), oldest_hour
 
 
 def exposition_registry(*, own_thread: bool = False) -> CollectorRegistry:

@@ -8,7 +8,7 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import models
 
-from signalserver.ratelimit import LIMITERS
+from signalserver.limiters import LIMITERS
 
 
 def validate_network(value: str) -> None:

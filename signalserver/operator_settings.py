@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from django.conf import settings
 from django.db import transaction
 
-from signalserver.ratelimit import Limit, Limiter
+from signalserver.limiters import Limit, Limiter
 
 VERSION_KEY = "operator-settings:version"
 

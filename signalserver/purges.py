@@ -15,24 +15,18 @@ logger = logging.getLogger(__name__)
 
 EMBEDDED_INTERVAL_SECONDS = 3600
 _last_run = float("-inf")
+# Each app registers its purges in its `ready()` (this package imports no app), each once.
+_purges: list = []
+
+
+def register_purge(purge) -> None:
+    """Run `purge()` (no arguments) with the others when the embedded run's purges are due."""
+    if purge not in _purges:
+        _purges.append(purge)
 
 
 def purges() -> list:
-    from accounts.profiles import purge_replaced_profiles
-    from accounts.retention import purge_account_records
-    from accounts.usernames import purge_expired_claims
-    from media.services import purge_attachments
-    from messaging.reports import purge_reviewed_spam_reports
-    from messaging.services import purge_expired_messages
-
-    return [
-        purge_expired_messages,
-        purge_attachments,
-        purge_replaced_profiles,
-        purge_expired_claims,
-        purge_account_records,
-        purge_reviewed_spam_reports,
-    ]
+    return list(_purges)
 
 
 def run_if_due() -> None:

@@ -3,8 +3,8 @@
 A bucket per (limiter, key) holds up to `bucket_size` permits and gets one back every
 `permit_seconds` (a continuous leak). A check asks for N permits (1, or a byte count) and either
 takes them or fails with the time until enough are back, which becomes `Retry-After`. Defaults are
-the table below; operators override a limiter for everyone or for one account in the admin, and the
-change holds from the next request on every node (see `operator_settings`).
+the table in `signalserver.limiters`; operators override a limiter for everyone or for one account
+in the admin, and the change holds from the next request on every node (see `operator_settings`).
 
 With `REDIS_URL` the bucket lives in Redis and one Lua script checks and takes atomically, together
 with the check that this process's overrides are current. Without it (the embedded run) a
@@ -24,93 +24,21 @@ import logging
 import math
 import threading
 import time
-from dataclasses import dataclass
 from functools import cache
 from typing import NamedTuple
 
 from django.conf import settings
 from redis.exceptions import RedisError
 
-from signalserver import metrics
+from signalserver import metrics, operator_settings
 from signalserver.crypto import server_key
 from signalserver.errors import DomainError, RateLimited, ServiceUnavailable
+from signalserver.limiters import LIMITERS, Limit, Limiter
 
 logger = logging.getLogger(__name__)
 
 # When the key (an IP) is unknown, a limiter that does not fail open asks to come back in an hour.
 UNKNOWN_KEY_RETRY_SECONDS = 3600
-
-
-@dataclass(frozen=True, slots=True)
-class Limit:
-    bucket_size: int
-    permit_seconds: float  # time for one permit to come back
-
-
-@dataclass(frozen=True, slots=True)
-class Limiter:
-    name: str
-    default: Limit
-    fail_open: bool
-    keyed_by: str  # what the key is: "account", "number", "ip", "session", "sender→recipient", ...
-
-
-def _limiters(*rows: tuple[str, int, float, bool, str]) -> dict[str, Limiter]:
-    return {name: Limiter(name, Limit(size, seconds), fail_open, keyed_by) for name, size, seconds, fail_open, keyed_by in rows}
-
-
-MINUTE, HOUR, DAY = 60, 3600, 86400
-# Signal's defaults; the ones whose features we do not serve are left out.
-LIMITERS: dict[str, Limiter] = _limiters(
-    ("registration", 6, 30, False, "number"),
-    ("verificationPushChallenge", 5, 30, False, "session"),
-    ("verificationCaptcha", 10, 30, False, "session"),
-    ("pin", 10, DAY, False, "number"),
-    ("checkTotp", 5, 6, False, "account"),
-    ("allocateDevice", 6, 2 * MINUTE, False, "account"),
-    ("verifyDevice", 6, 2 * MINUTE, False, "account"),
-    ("waitForLinkedDevice", 10, 30, False, "account"),
-    ("prekeys", 6, 10 * MINUTE, False, "source device→target device"),
-    ("messages", 60, 1, True, "sender→recipient account"),
-    ("stories", 5000, 8, True, "recipient account"),
-    ("inboundMessageBytes", 128 * 1024 * 1024, 0.0005, True, "recipient account (bytes)"),
-    ("profile", 4320, 20, True, "account"),
-    ("attachmentCreate", 50, 1.2, True, "account"),
-    ("attachmentCreateBytes", 1_000_000_000, 0.000001, True, "account (bytes)"),
-    ("usernameLookup", 100, 15 * MINUTE, True, "ip"),
-    ("usernameSet", 100, 15 * MINUTE, False, "account"),
-    ("usernameReserve", 100, 15 * MINUTE, False, "account"),
-    ("usernameLinkOperation", 10, MINUTE, False, "account"),
-    ("usernameLinkLookupPerIp", 100, 15, True, "ip"),
-    ("checkAccountExistence", 1000, 4, True, "ip"),
-    ("batchIdentityCheck", 100, MINUTE, True, "ip"),
-    ("rateLimitReset", 2, 12 * HOUR, False, "account"),
-    ("captchaChallengeAttempt", 10, 144 * MINUTE, False, "account"),
-    ("captchaChallengeSuccess", 2, 12 * HOUR, False, "account"),
-    ("pushChallengeAttempt", 10, 144 * MINUTE, False, "account"),
-    ("pushChallengeSuccess", 2, 12 * HOUR, False, "account"),
-    ("stickerPack", 50, 72 * MINUTE, False, "account"),
-    ("getCallingRelays", 100, 10 * MINUTE, True, "account"),
-    # Ours: Signal's registration service paces verification, and every code we send costs the
-    # operator money (SMS pumping). A code takes one permit from each of the number's two buckets:
-    # the first holds one session's full allowance (4 SMS and 3 calls, which the session spaces out
-    # itself), then one every 10 minutes; the second, once drained, spaces codes 2 hours apart. So
-    # however many sessions are opened, a number's waits grow from none to minutes to hours. The
-    # per-number buckets fail closed; the per-address ones fail open, so an unknown address passes
-    # (the number's buckets, taken in the same call, still count it, and refuse when Redis is down).
-    ("verificationSession", 10, 6 * MINUTE, False, "number"),
-    ("verificationSessionPerIp", 50, 72, True, "ip"),
-    ("verificationCode", 7, 10 * MINUTE, False, "number"),
-    ("verificationCodeDaily", 12, 2 * HOUR, False, "number"),
-    ("verificationCodePerIp", 20, 3 * MINUTE, True, "ip"),
-    # Numbers looked up, as Signal's discovery service: 50,000 at first, then 6 more an hour.
-    ("directoryLookup", 50_000, 10 * MINUTE, False, "account"),  # numbers, see accounts.discovery
-    ("directoryLookupPerIp", 100, 6, True, "ip"),
-    # Ours (Signal's group server has none): groups created and changes made per account. A new
-    # group costs a row per version for ever; a change of a 1,000-member group stores its state.
-    ("groupCreate", 20, 3 * MINUTE, False, "account"),
-    ("groupChange", 300, 2, True, "account"),
-)
 
 
 def hashed(value: str) -> str:
@@ -204,9 +132,7 @@ class RedisBuckets:
     def take(self, checks: list[list[Bucket]], now_ms: int, version: str, look: bool = False) -> list[tuple[int, int]] | None:
         """Per check (TAKEN, 0) or (index of the short bucket, ms until it has the permits); None
         when `version` is out of date."""
-        from signalserver.operator_settings import VERSION_KEY
-
-        keys, args = [VERSION_KEY], [version, now_ms, "1" if look else "0"]
+        keys, args = [operator_settings.VERSION_KEY], [version, now_ms, "1" if look else "0"]
         for wanted in checks:
             args.append(len(wanted))
             for key, limit, permits in wanted:
@@ -342,8 +268,6 @@ def available(name: str, key: str, *, permits: int = 1, aci=None) -> bool:
 
 
 def _take(checks: list[list[tuple[Limiter, Take]]], look: bool = False) -> list[tuple[int, int]]:
-    from signalserver import operator_settings
-
     for _ in range(3):  # the settings changed since this process read them: read them again
         current = operator_settings.current()
         wanted = [

@@ -10,7 +10,7 @@ from asgiref.sync import sync_to_async
 from django.utils import timezone
 from rest_framework.test import APIClient
 
-from accounts import tokens
+from accounts.tokens import services as tokens
 from accounts.models import Device, RefreshToken, TokenFamily
 from signalserver.auth import authenticate_authorization
 from tests.accounts.test_registration_existing import LOCK, NUMBER, existing_primary, register_number

@@ -109,7 +109,7 @@ def test_malformed_ids_are_422_and_credentials_are_required(client, client_for, 
 def test_an_account_blocks_at_most_max_blocks(client_for, alice):
     import uuid
 
-    from accounts.blocks import MAX_BLOCKS
+    from accounts.blocks.services import MAX_BLOCKS
     from accounts.models import Block
 
     Block.objects.bulk_create([Block(account=alice.account, blocked=uuid.uuid4()) for _ in range(MAX_BLOCKS - 1)])

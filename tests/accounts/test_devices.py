@@ -10,7 +10,7 @@ from asgiref.sync import sync_to_async
 from channels.testing import WebsocketCommunicator
 from rest_framework.test import APIClient
 
-from accounts import devices as device_services
+from accounts.devices import services as device_services
 from accounts.models import Device
 from keys.models import Identity, IdentityKey, LastResortKey, SignedPreKey
 from messaging.models import QueuedMessage

@@ -17,7 +17,7 @@ from django.utils import timezone
 from rest_framework.test import APIClient
 
 from accounts.models import Profile
-from accounts.profiles import purge_replaced_profiles
+from accounts.profiles.services import purge_replaced_profiles
 from keys.models import Identity, IdentityKey
 from media import store
 from tests.factories import DeviceFactory, device_auth, override_limit

@@ -9,7 +9,7 @@ import pytest
 from rest_framework.test import APIClient
 
 from accounts.models import Account, Device, TotpEnrolment
-from accounts.totp_serializers import OneTimeCodeField
+from accounts.totp.serializers import OneTimeCodeField
 from tests.accounts.test_registration import register, registration_body, verification_session
 from tests.accounts.test_registration_existing import LOCK, NUMBER, existing_primary, register_number
 from tests.factories import DeviceFactory, device_auth

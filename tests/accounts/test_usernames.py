@@ -9,7 +9,7 @@ import pytest
 from django.utils import timezone
 
 from accounts.models import UsernameClaim, UsernameLink
-from accounts.usernames import HOLD_DAYS, purge_expired_claims
+from accounts.usernames.services import HOLD_DAYS, purge_expired_claims
 from signalserver.wire import b64encode_url
 from tests.factories import DeviceFactory, override_limit
 
@@ -179,7 +179,7 @@ def test_of_many_threads_reserving_one_hash_at_once_exactly_one_wins():
 
     from django.db import connection
 
-    from accounts import usernames
+    from accounts.usernames import services as usernames
     from signalserver.errors import Conflict
 
     accounts = [DeviceFactory().account for _ in range(8)]

@@ -8,7 +8,7 @@ import pytest
 from django.db.models import F
 from django.utils import timezone
 
-from accounts import verification
+from accounts.verification import services as verification
 from accounts.models import PhoneNumberIdentifier, RegistrationRecoveryPassword, VerificationSession
 from signalserver.errors import BadRequest, UnprocessableEntity
 from signalserver.wire import b64decode_url

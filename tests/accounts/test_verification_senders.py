@@ -219,7 +219,7 @@ def test_twilio_failures_never_log_the_number(client, twilio, caplog):
 
     send(client, session)
 
-    assert any(r.name == "accounts.senders" for r in caplog.records)
+    assert any(r.name == "accounts.verification.senders" for r in caplog.records)
     assert NUMBER not in caplog.text
     assert all(NUMBER not in repr(vars(r)) for r in caplog.records)
 
@@ -249,12 +249,12 @@ def test_twilio_voice_without_a_sender_number_is_a_configuration_error_and_uncou
 
 
 def sender_log(caplog):
-    return [r for r in caplog.records if r.name == "accounts.senders"]
+    return [r for r in caplog.records if r.name == "accounts.verification.senders"]
 
 
 def test_the_console_sender_logs_no_code_without_debug_and_never_the_number(client, caplog, settings):
     settings.DEBUG = False
-    caplog.set_level(logging.INFO, logger="accounts.senders")
+    caplog.set_level(logging.INFO, logger="accounts.verification.senders")
     session = create(client)
 
     send(client, session)
@@ -268,7 +268,7 @@ def test_the_console_sender_logs_no_code_without_debug_and_never_the_number(clie
 
 def test_the_console_sender_logs_the_code_with_debug_but_never_the_number(client, caplog, settings):
     settings.DEBUG = True
-    caplog.set_level(logging.INFO, logger="accounts.senders")
+    caplog.set_level(logging.INFO, logger="accounts.verification.senders")
     session = create(client)
 
     send(client, session)

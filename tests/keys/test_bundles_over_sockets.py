@@ -19,7 +19,7 @@ import httpx
 import pytest
 from asgiref.sync import sync_to_async
 
-from accounts.blocks import block
+from accounts.blocks.services import block
 from groups.send_tokens import group_send_credentials
 from keys.models import KemPreKey, OneTimePreKey
 from signalserver import ratelimit

@@ -14,8 +14,8 @@ from django.db import transaction
 
 from accounts.models import Account
 from signalserver import operator_settings
+from signalserver.limiters import LIMITERS
 from signalserver.models import LimitOverride, record_operator_action
-from signalserver.ratelimit import LIMITERS
 
 
 class Command(BaseCommand):

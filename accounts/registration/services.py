@@ -29,7 +29,7 @@ from accounts.services import (
     set_registration_lock,
     store_recovery_password,
 )
-from accounts.totp import check_registration_totp
+from accounts.totp.services import check_registration_totp
 from keys.models import Identity
 from push.services import FAILED_REGISTRATION_LOCK, alert_attempted_login
 from keys.services import SignedPreKeyData, set_identity_keys, store_repeated_use_keys, verify_signed_prekeys

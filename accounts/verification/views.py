@@ -5,8 +5,8 @@ from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_sche
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from accounts import verification
-from accounts.verification_serializers import (
+from accounts.verification import services as verification
+from accounts.verification.serializers import (
     CreateSessionSerializer,
     ErrorSerializer,
     NumberNotNormalizedSerializer,

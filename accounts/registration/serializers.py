@@ -1,13 +1,13 @@
 """Signal's JSON shapes for `POST /v1/registration`: shape and combination checks only.
 
-Field `source`s are the keyword arguments of `accounts.registration.register_account`, so the
+Field `source`s are the keyword arguments of `accounts.registration.services.register_account`, so the
 validated data can be passed on as it is.
 """
 
 from rest_framework import serializers
 
 from accounts.serializers import AccountAttributesSerializer, AccountIdentitySerializer
-from accounts.totp_serializers import OneTimeCodeField
+from accounts.totp.serializers import OneTimeCodeField
 from keys.serializers import ECPublicKeyField, ECSignedPreKeySerializer, KEMSignedPreKeySerializer
 from signalserver.fields import Base64Field
 

@@ -1,12 +1,12 @@
 """Two-factor authentication (our extension): `POST/PUT/DELETE /v1/accounts/totp`, thin views over
-`accounts.totp`."""
+`accounts.totp.services`."""
 
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from accounts import totp
-from accounts.totp_serializers import (
+from accounts.totp import services as totp
+from accounts.totp.serializers import (
     BackupCodesSerializer,
     OptionalTotpCodeSerializer,
     TotpCodeSerializer,

@@ -5,7 +5,7 @@ from rest_framework import serializers
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from accounts import tokens
+from accounts.tokens import services as tokens
 from signalserver.errors import Unauthorized
 from signalserver.schema import EXTENSION
 

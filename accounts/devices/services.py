@@ -15,7 +15,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from accounts.models import MAX_DEVICES, PRIMARY_DEVICE_ID, Account, Device, UsedLinkToken
-from accounts.registration import MIN_PASSWORD_LENGTH, REQUIRED_CAPABILITIES
+from accounts.registration.services import MIN_PASSWORD_LENGTH, REQUIRED_CAPABILITIES
 from accounts.services import disconnect_devices
 from keys.models import Identity, IdentityKey
 from keys.services import SignedPreKeyData, store_repeated_use_keys, verify_signed_prekeys

@@ -1,5 +1,5 @@
 """`/v1/accounts/username_hash` and `/v1/accounts/username_link`: thin views over
-accounts.usernames."""
+accounts.usernames.services."""
 
 import uuid
 
@@ -9,7 +9,7 @@ from rest_framework import serializers
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from accounts import usernames
+from accounts.usernames import services as usernames
 from accounts.views import NO_CONTENT, UNAUTHORIZED, VALIDATION, validated
 from signalserver.auth import carries_credentials
 from signalserver.errors import BadRequest, UnprocessableEntity

@@ -1,4 +1,4 @@
-"""`/v1/profile`: thin views over accounts.profiles."""
+"""`/v1/profile`: thin views over accounts.profiles.services."""
 
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
@@ -6,8 +6,8 @@ from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from accounts import profiles
-from accounts.profile_serializers import (
+from accounts.profiles import services as profiles
+from accounts.profiles.serializers import (
     AvatarFormSerializer,
     IdentityCheckSerializer,
     ProfileSerializer,

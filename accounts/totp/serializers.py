@@ -4,7 +4,7 @@ TOTP endpoints and the registration body's `totp`."""
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from accounts.totp import BACKUP_CODE_COUNT, BACKUP_CODE_DIGITS, CODE_DIGITS
+from accounts.totp.services import BACKUP_CODE_COUNT, BACKUP_CODE_DIGITS, CODE_DIGITS
 
 SEPARATORS = str.maketrans("", "", " -")
 

@@ -1,4 +1,4 @@
-"""Devices and linking: thin views over `accounts.devices`."""
+"""Devices and linking: thin views over `accounts.devices.services`."""
 
 from datetime import UTC, datetime, time
 
@@ -9,9 +9,9 @@ from rest_framework import serializers
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from accounts import devices
+from accounts.devices import services as devices
 from accounts.models import Device
-from accounts.registration_serializers import ApnTokenSerializer, GcmTokenSerializer
+from accounts.registration.serializers import ApnTokenSerializer, GcmTokenSerializer
 from accounts.serializers import DEVICE_NAME_MAX_BYTES, REGISTRATION_ID_MAX, CapabilitiesField
 from keys.serializers import ECSignedPreKeySerializer, KEMSignedPreKeySerializer
 from signalserver.auth import parse_basic_header

@@ -1,12 +1,12 @@
 """Rate-limit challenges: `PUT /v1/challenge` and `POST /v1/challenge/push`, thin views
-over `accounts.challenges`."""
+over `accounts.challenges.services`."""
 
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import serializers
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from accounts import challenges
+from accounts.challenges import services as challenges
 from accounts.views import UNAUTHORIZED
 from signalserver.errors import BadRequest
 from signalserver.schema import RETRY_AFTER, challenge_required, rate_limited

@@ -1,11 +1,11 @@
-"""`/v1/accounts/blocks` (our extension): the service ids an account blocks (accounts.blocks)."""
+"""`/v1/accounts/blocks` (our extension): the service ids an account blocks (accounts.blocks.services)."""
 
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from accounts import blocks
+from accounts.blocks import services as blocks
 from accounts.views import NO_CONTENT, UNAUTHORIZED
 from signalserver.errors import UnprocessableEntity
 from signalserver.schema import error

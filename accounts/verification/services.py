@@ -48,7 +48,7 @@ from django.utils.crypto import constant_time_compare, salted_hmac
 from accounts.captcha import get_captcha_provider
 from accounts.models import PhoneNumberIdentifier, RegistrationRecoveryPassword, VerificationSession
 from accounts.phone import normalize_number
-from accounts.senders import SMS, TRANSPORTS, VOICE, VerificationSender, get_sender
+from accounts.verification.senders import SMS, TRANSPORTS, VOICE, VerificationSender, get_sender
 from push.services import send_push_challenge
 from signalserver import ratelimit
 from signalserver.errors import (

@@ -1,18 +1,18 @@
-"""`POST /v1/registration`: a thin view over `accounts.registration`."""
+"""`POST /v1/registration`: a thin view over `accounts.registration.services`."""
 
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from accounts.registration import register_account
-from accounts.registration_serializers import (
+from accounts.registration.services import register_account
+from accounts.registration.serializers import (
     RegistrationLockFailureSerializer,
     RegistrationSerializer,
     RegistrationResponseSerializer,
 )
 from accounts.serializers import account_identity
-from accounts.verification_serializers import NumberNotNormalizedSerializer
+from accounts.verification.serializers import NumberNotNormalizedSerializer
 from signalserver.auth import parse_basic_header
 from signalserver.errors import Unauthorized
 from signalserver.schema import RETRY_AFTER, rate_limited

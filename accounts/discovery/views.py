@@ -1,11 +1,11 @@
-"""`POST /v1/directory/lookup` (our extension): a thin view over accounts.discovery."""
+"""`POST /v1/directory/lookup` (our extension): a thin view over accounts.discovery.services."""
 
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import serializers
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from accounts import discovery
+from accounts.discovery import services as discovery
 from accounts.views import UNAUTHORIZED, validated
 from signalserver.fields import Base64Field
 from signalserver.schema import EXTENSION, RETRY_AFTER, error, rate_limited, unprocessable

@@ -6,8 +6,8 @@ match case-insensitively.
 
 from rest_framework import serializers
 
-from accounts.senders import SMS, VOICE
-from accounts.verification import CAPTCHA, PUSH_CHALLENGE, PUSH_TOKEN_TYPES
+from accounts.verification.senders import SMS, VOICE
+from accounts.verification.services import CAPTCHA, PUSH_CHALLENGE, PUSH_TOKEN_TYPES
 from signalserver.errors import SenderRejected
 from signalserver.fields import CaseInsensitiveChoiceField
 from signalserver.schema import ErrorSerializer  # noqa: F401 (the views' error body)
