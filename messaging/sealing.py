@@ -34,6 +34,8 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCMSIV
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 
+from signalserver.randomness import random_bytes
+
 logger = logging.getLogger(__name__)
 
 KEY_BYTES = 32
@@ -146,7 +148,7 @@ def forget_keys() -> None:
 def seal(envelope: bytes, *, story: bool, device_pk: int) -> tuple[int, bytes]:
     """(key id, sealed bytes) of an envelope for one device's queue."""
     key = queue_keys().current
-    nonce = os.urandom(NONCE_BYTES)
+    nonce = random_bytes(NONCE_BYTES)
     flags = b"\x01" if story else b"\x00"
     return key.id, nonce + key.aead.encrypt(nonce, flags + envelope, device_pk.to_bytes(_DEVICE, "big"))
 

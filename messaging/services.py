@@ -41,6 +41,7 @@ from messaging.sealing import UnreadableEnvelope, guid_tag, guid_tags, queue_key
 from signalserver import metrics, ratelimit
 from signalserver.batching import each_going_on
 from signalserver.db import any_of, bound_cursor
+from signalserver.randomness import uuid4
 from signalserver.errors import (
     BadRequest,
     Conflict,
@@ -471,7 +472,7 @@ def _delivery(
     story: bool,
     ephemeral: bool,
 ) -> Delivery:
-    guid = uuid.uuid4()
+    guid = uuid4()
     envelope = build_envelope(
         type=message.type,
         guid=guid,
@@ -560,7 +561,7 @@ def send_multi_recipient_message(
                 continue
             payload = message.payload_for(recipient)
             for device_id, _ in recipient.devices:
-                guid = uuid.uuid4()
+                guid = uuid4()
                 deliveries.append(
                     Delivery(
                         device_pk=devices[device_id][0],
@@ -820,7 +821,7 @@ def _queue_receipts(owed: list[tuple[int, Receipt]]) -> None:
     deliveries = []
     for pk, aci, device_id in devices:
         for recipient, acknowledging_device_id, client_timestamp in receipts_by_sender[aci]:
-            guid = uuid.uuid4()
+            guid = uuid4()
             deliveries.append(
                 Delivery(
                     device_pk=pk,

@@ -17,11 +17,12 @@ a socket's requests from its id.
 from __future__ import annotations
 
 import logging
-import os
 import re
 from contextvars import ContextVar
 
 from django.conf import settings
+
+from signalserver.randomness import random_bytes
 
 HEADER = "X-Request-Id"
 _HEADER_NAME = b"x-request-id"
@@ -34,7 +35,7 @@ current: ContextVar[str | None] = ContextVar("request_id", default=None)
 
 def new_id() -> str:
     """A random id: 16 hex digits (about 1 µs; a counter would tell clients our request rate)."""
-    return os.urandom(8).hex()
+    return random_bytes(8).hex()
 
 
 def well_formed(value) -> str | None:

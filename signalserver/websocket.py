@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import math
-import secrets
 import time
 
 from channels.consumer import get_handler_name
@@ -28,6 +27,7 @@ from signalserver import request_ids
 from signalserver import metrics
 from signalserver.errors import REDIS_UNAVAILABLE, UNAVAILABLE_RETRY_AFTER_SECONDS, log_unavailable, unavailable_dependency
 from signalserver.proto.websocket_pb2 import WebSocketMessage
+from signalserver.randomness import random_id
 from signalserver.redis_clients import wait_for_redis
 from signalserver.tunnel import reason_phrase
 
@@ -329,7 +329,7 @@ class FramedConsumer(AsyncWebsocketConsumer):
 
     async def send_request(self, path: str, body: bytes | None) -> int:
         """Send a server-initiated `PUT path` request; returns its id."""
-        request_id = secrets.randbits(63) or 1
+        request_id = random_id(63)
         frame = WebSocketMessage(type=WebSocketMessage.REQUEST)
         frame.request.verb = "PUT"
         frame.request.path = path

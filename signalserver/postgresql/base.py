@@ -41,8 +41,8 @@ class DatabaseWrapper(base.DatabaseWrapper):
     def bound_cursor(self):
         """A cursor whose parameters travel beside the statement (PostgreSQL binds them, binary
         where psycopg can), where Django's cursors quote them into its text. Quoting arrays of
-        queue rows cost more CPU than the rest of a send (docs/performance.md, "Parameters bound
-        by the server"); a statement text run five times on a connection is also prepared
+        queue rows cost more CPU than sealing them (docs/performance.md, "Relay back above its
+        level"); a statement text run five times on a connection is also prepared
         (psycopg's `prepare_threshold`), so PostgreSQL no longer parses and plans it each time."""
         self.close_if_health_check_failed()
         self.ensure_connection()
