@@ -90,19 +90,23 @@ async def _drain(loop: asyncio.AbstractEventLoop) -> None:
         _pending.pop(loop, None)
 
 
+async def _hand_to_local_socket(queue_messages: Callable[[dict], Awaitable[None]], queued: list) -> bool:
+    """Give the rows to a delivery socket of this event loop, directly: its consumer only files
+    them and wakes its delivery loop. False when that fails (the device is then pushed)."""
+    rows = [[delivery.row_id, delivery.envelope, delivery.story, delivery.ephemeral, delivery.server_timestamp] for delivery in queued]
+    try:
+        await queue_messages({"type": "queue.messages", "messages": rows})
+    except Exception:  # e.g. a socket closing under an ephemeral send: the others go on
+        logger.exception("handing rows to a socket of this process failed; the device is pushed instead")
+        return False
+    return True
+
+
 async def _hand_to_socket(layer, channel: str, queued: list) -> bool:
-    """Give the rows to the device's socket; False when its channel is full (a socket that stopped
-    reading, or one on a node that died): the device is then treated as absent and pushed. The
-    rows stay queued either way."""
-    local = local_sockets.get(channel)
-    if local is not None and local[0] is asyncio.get_running_loop():
-        rows = [[delivery.row_id, delivery.envelope, delivery.story, delivery.ephemeral, delivery.server_timestamp] for delivery in queued]
-        try:
-            await local[1]({"type": "queue.messages", "messages": rows})
-        except Exception:  # e.g. a socket closing under an ephemeral send: the others go on
-            logger.exception("handing rows to a socket of this process failed; the device is pushed instead")
-            return False
-        return True
+    """Give the rows to the device's socket in another process (or on another event loop) through
+    the channel layer; False when its channel is full (a socket that stopped reading, or one on a
+    node that died): the device is then treated as absent and pushed. The rows stay queued either
+    way."""
     try:
         # Through Redis the envelopes travel sealed, as their rows hold them (messaging/sealing.py).
         for start in range(0, len(queued), MAX_ROWS_PER_NOTIFICATION):
@@ -124,12 +128,21 @@ async def _notify(deliveries: list) -> None:
     devices = list(by_device)
     channels = await get_presence().alookup(devices)
     layer = get_channel_layer()
-    # Sockets are handed their rows concurrently (a multi-recipient send reaches many at once),
-    # at most CONCURRENT_HANDOFFS channel-layer sends in flight.
-    present = [(device, channel) for device, channel in zip(devices, channels, strict=True) if channel is not None]
-    handed = set()
-    for start in range(0, len(present), CONCURRENT_HANDOFFS):
-        chunk = present[start : start + CONCURRENT_HANDOFFS]
+    # This loop's own sockets get their rows directly, in turn; the others through the channel
+    # layer concurrently (a multi-recipient send reaches many at once), at most
+    # CONCURRENT_HANDOFFS sends in flight.
+    loop = asyncio.get_running_loop()
+    handed, elsewhere = set(), []
+    for device, channel in zip(devices, channels, strict=True):
+        if channel is None:
+            continue
+        local = local_sockets.get(channel)
+        if local is None or local[0] is not loop:
+            elsewhere.append((device, channel))
+        elif await _hand_to_local_socket(local[1], by_device[device]):
+            handed.add(device)
+    for start in range(0, len(elsewhere), CONCURRENT_HANDOFFS):
+        chunk = elsewhere[start : start + CONCURRENT_HANDOFFS]
         results = await asyncio.gather(*(_hand_to_socket(layer, channel, by_device[device]) for device, channel in chunk))
         handed.update(device for (device, _), ok in zip(chunk, results, strict=True) if ok)
     absent = []

@@ -12,13 +12,22 @@ from signalserver.proto.websocket_pb2 import WebSocketMessage
 from tests.factories import device_auth
 
 
+class Communicator(WebsocketCommunicator):
+    """Channels' communicator, whose connection waits up to 10 s for the upgrade's answer (its own
+    default is 1 s): authenticating reads the database and Redis, which on a loaded CI machine
+    took longer now and then."""
+
+    async def connect(self, timeout=10):
+        return await super().connect(timeout)
+
+
 def socket_for(device=None, *, password=None, headers=()) -> WebsocketCommunicator:
     """A communicator on the real route; authenticated when a device is given."""
     all_headers = list(headers)
     if device is not None:
         auth = device_auth(device, *([password] if password else []))
         all_headers.append((b"authorization", auth.encode()))
-    return WebsocketCommunicator(application, "/v1/websocket/", headers=all_headers)
+    return Communicator(application, "/v1/websocket/", headers=all_headers)
 
 
 def parse_frame(data: bytes) -> WebSocketMessage:
