@@ -10,6 +10,7 @@ import secrets
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+import aiohttp
 import httpx
 
 from signalserver.crypto import SigningKey
@@ -57,13 +58,17 @@ class BenchAccount:
         return "Basic " + b64(f"{self.aci}.1:{self.password}".encode())
 
 
-async def register(http: httpx.AsyncClient, number: str, code: str) -> BenchAccount:
-    session = (await http.post("/v1/verification/session", json={"number": number})).json()
+async def _call(http: aiohttp.ClientSession, method: str, path: str, body: dict, headers=None) -> dict:
+    async with http.request(method, path, json=body, headers=headers) as response:
+        response.raise_for_status()
+        return await response.json()
+
+
+async def register(http: aiohttp.ClientSession, number: str, code: str) -> BenchAccount:
+    session = await _call(http, "POST", "/v1/verification/session", {"number": number})
     path = f"/v1/verification/session/{session['id']}/code"
-    response = await http.post(path, json={"transport": "sms", "client": "bench"})
-    response.raise_for_status()
-    response = await http.put(path, json={"code": code})
-    response.raise_for_status()
+    await _call(http, "POST", path, {"transport": "sms", "client": "bench"})
+    await _call(http, "PUT", path, {"code": code})
     aci_identity, pni_identity = SigningKey.generate(), SigningKey.generate()
     password = secrets.token_urlsafe(24)
     registration_id = secrets.randbelow(16000) + 1
@@ -85,9 +90,8 @@ async def register(http: httpx.AsyncClient, number: str, code: str) -> BenchAcco
         "pniPqLastResortPreKey": signed_key(pni_identity, 4, kem_key()),
     }
     auth = "Basic " + b64(f"{number}:{password}".encode())
-    response = await http.post("/v1/registration", json=body, headers={"Authorization": auth})
-    response.raise_for_status()
-    return BenchAccount(response.json()["uuid"], number, password, registration_id, access_key, aci_identity)
+    registered = await _call(http, "POST", "/v1/registration", body, headers={"Authorization": auth})
+    return BenchAccount(registered["uuid"], number, password, registration_id, access_key, aci_identity)
 
 
 async def upload_prekeys(http: httpx.AsyncClient, account: BenchAccount, count: int) -> None:
@@ -100,9 +104,13 @@ async def upload_prekeys(http: httpx.AsyncClient, account: BenchAccount, count: 
 
 
 async def register_many(url: str, count: int, code: str, *, first_number: int = 0, concurrency: int = 8) -> list[BenchAccount]:
-    """`count` fresh accounts on numbers +1 201 555 xxxx counted from `first_number`."""
+    """`count` fresh accounts on numbers +1 201 555 xxxx counted from `first_number`. Over aiohttp:
+    httpx's own CPU (its connection pool's bookkeeping, a failed `import sniffio` per request)
+    was most of the client's, which shares the cores with the server under test."""
     limit = asyncio.Semaphore(concurrency)
-    async with httpx.AsyncClient(base_url=url, timeout=30) as http:
+    connector = aiohttp.TCPConnector(limit=concurrency)
+    timeout = aiohttp.ClientTimeout(total=30)
+    async with aiohttp.ClientSession(url, connector=connector, timeout=timeout) as http:
 
         async def one(index: int) -> BenchAccount:
             async with limit:
@@ -158,14 +166,15 @@ async def open_socket(url: str, account: BenchAccount, on_message=None, on_respo
                     keepalives += 1
                     await ws.send(request_frame(KEEPALIVE_IDS + keepalives, "GET", "/v1/keepalive"))
                     continue
+                arrived = time.monotonic()  # before our own work on it: the member has it now
                 frame = parse_frame(data)
                 if frame.type == frame.RESPONSE and on_response is not None and frame.response.id < KEEPALIVE_IDS:
                     on_response(frame.response)
                 if frame.type != frame.REQUEST:
                     continue
-                await ws.send(ack_frame(frame.request.id))
                 if on_message is not None and frame.request.path == "/api/v1/message":
-                    on_message(frame.request.body, time.monotonic())
+                    on_message(frame.request.body, arrived)
+                await ws.send(ack_frame(frame.request.id))
         except websockets.ConnectionClosed:
             pass
 
