@@ -7,7 +7,7 @@ class AccountsConfig(AppConfig):
 
     def ready(self):
         from accounts import views
-        from accounts.profiles import views as profile_views
+        from accounts.profiles import api as profile_api
         from accounts.profiles.services import purge_replaced_profiles
         from accounts.retention import purge_account_records
         from accounts.tokens.services import authenticate_bearer
@@ -19,8 +19,9 @@ class AccountsConfig(AppConfig):
         for purge in (purge_replaced_profiles, purge_expired_claims, purge_account_records):
             purges.register_purge(purge)
 
-        # Profile reads are hot routes over sockets: a client reads every contact's at start-up.
-        tunnel.register("GET", r"/v1/profile/(?P<service_id>(?:PNI:)?[0-9A-Fa-f-]+)", profile_views.get_profile)
-        tunnel.register("GET", r"/v1/profile/(?P<service_id>(?:PNI:)?[0-9A-Fa-f-]+)/(?P<version>[^/]+)", profile_views.get_versioned_profile)
+        # Profile reads are hot routes over sockets, batched across them: a client reads every
+        # contact's at start-up.
+        tunnel.register("GET", r"/v1/profile/(?P<service_id>(?:PNI:)?[0-9A-Fa-f-]+)", profile_api.get_profile_batched)
+        tunnel.register("GET", r"/v1/profile/(?P<service_id>(?:PNI:)?[0-9A-Fa-f-]+)/(?P<version>[^/]+)", profile_api.get_versioned_profile_batched)
         # Asked by clients at start-up.
         tunnel.register("GET", r"/v1/accounts/whoami", views.whoami)

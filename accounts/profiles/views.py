@@ -1,4 +1,4 @@
-"""`/v1/profile`: thin views over accounts.profiles.services."""
+"""`/v1/profile`: thin views over accounts.profiles.services (reads: accounts.profiles.api)."""
 
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
@@ -6,6 +6,7 @@ from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from accounts.profiles import api
 from accounts.profiles import services as profiles
 from accounts.profiles.serializers import (
     AvatarFormSerializer,
@@ -16,11 +17,10 @@ from accounts.profiles.serializers import (
 )
 from accounts.views import UNAUTHORIZED, VALIDATION, validated
 from signalserver import ratelimit
-from signalserver.auth import optional_access, optional_access_key
-from signalserver.errors import NotFound, UnprocessableEntity
+from signalserver.errors import NotFound
 from signalserver.schema import RETRY_AFTER, error, rate_limited
 from signalserver.tunnel import Call
-from signalserver.wire import ServiceId, b64encode
+from signalserver.wire import b64encode
 
 TAGS = ["profiles"]
 OPTIONAL_ACCESS = [
@@ -34,16 +34,6 @@ READ_ERRORS = {
     422: error("Not a service id"),
     429: rate_limited("Too many profile reads by this account (`profile`)"),
 }
-
-
-def _service_id(value: str, *, aci_only: bool = False) -> ServiceId:
-    try:
-        target = ServiceId.parse(value)
-    except ValueError:
-        raise UnprocessableEntity("invalid service id") from None
-    if aci_only and target.is_pni:
-        raise UnprocessableEntity("an ACI is required")
-    return target
 
 
 class SetProfileView(APIView):
@@ -78,27 +68,6 @@ class SetProfileView(APIView):
         return Response(form) if form is not None else Response(status=200)
 
 
-def _payload(profile: dict) -> dict:
-    """A profile read as JSON: bytes as base64."""
-    return {name: b64encode(value) if isinstance(value, bytes) else value for name, value in profile.items()}
-
-
-def get_profile(call: Call, service_id: str) -> tuple[int, dict]:
-    """`GET /v1/profile/{serviceId}`, over HTTP (ProfileView) and as a hot route over sockets."""
-    target = _service_id(service_id)
-    access_key, group_send_token = optional_access(call.headers, authenticated=call.principal is not None)
-    profile = profiles.read_profile(caller=call.principal, access_key=access_key, target=target, group_send_token=group_send_token)
-    return 200, _payload(profile)
-
-
-def get_versioned_profile(call: Call, service_id: str, version: str) -> tuple[int, dict]:
-    """`GET /v1/profile/{aci}/{version}`, over HTTP (VersionedProfileView) and as a hot route."""
-    target = _service_id(service_id, aci_only=True)
-    access_key = optional_access_key(call.headers, authenticated=call.principal is not None)
-    profile = profiles.read_profile_version(caller=call.principal, access_key=access_key, target=target, version=version.lower())
-    return 200, _payload(profile)
-
-
 def _render(result: tuple[int, object]) -> Response:
     status, body = result
     return Response(body, status=status)
@@ -120,7 +89,7 @@ class ProfileView(APIView):
         responses={200: ProfileSerializer, **READ_ERRORS},
     )
     def get(self, request, service_id):
-        return _render(get_profile(Call.from_drf(request), service_id))
+        return _render(api.get_profile(Call.from_drf(request), service_id))
 
 
 class VersionedProfileView(APIView):
@@ -134,7 +103,7 @@ class VersionedProfileView(APIView):
         responses={200: VersionedProfileSerializer, **READ_ERRORS},
     )
     def get(self, request, service_id, version):
-        return _render(get_versioned_profile(Call.from_drf(request), service_id, version))
+        return _render(api.get_versioned_profile(Call.from_drf(request), service_id, version))
 
 
 class ProfileCredentialView(APIView):
@@ -170,6 +139,6 @@ class IdentityCheckView(APIView):
         remote_ip = request.META.get("REMOTE_ADDR")
         ratelimit.check("batchIdentityCheck", ratelimit.hashed(remote_ip) if remote_ip else None)
         data = validated(IdentityCheckSerializer, request.data)
-        elements = [(_service_id(element["uuid"]), element["fingerprint"]) for element in data["elements"]]
+        elements = [(api.parse_service_id(element["uuid"]), element["fingerprint"]) for element in data["elements"]]
         mismatches = profiles.identity_check(elements)
         return Response({"elements": [{"uuid": str(target), "identityKey": b64encode(key)} for target, key in mismatches]})
