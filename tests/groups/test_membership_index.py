@@ -37,7 +37,9 @@ def test_the_index_matches_a_scan_after_random_changes_and_deletions():
     assert {200, 204} <= set(statuses)
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+# Derandomized: the same 25 sequences every run, so that the check that some changes succeed
+# cannot fail by chance (it did once in CI: no 200 among 25 random sequences).
+@settings(max_examples=25, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(data=st.data())
 def run_random_changes(statuses, data):
     people = [Person() for _ in range(4)]
