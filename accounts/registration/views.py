@@ -74,7 +74,5 @@ class RegistrationView(APIView):
             user_agent=request.headers.get("X-Signal-Agent", ""),
             **body.validated_data,
         )
-        identity = account_identity(
-            result.account, storage_capable=result.storage_capable, new_account=not result.reregistration
-        )
+        identity = account_identity(result.account, storage_capable=result.storage_capable)
         return Response({**identity, "reregistration": result.reregistration})
