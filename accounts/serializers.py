@@ -82,11 +82,14 @@ class AccountIdentitySerializer(serializers.Serializer):
     authCredentialSalt = serializers.CharField(allow_null=True)
 
 
-def account_identity(account, *, storage_capable: bool) -> dict:
-    """The account identity object of Signal's API."""
+def account_identity(account, *, storage_capable: bool, new_account: bool = False) -> dict:
+    """The account identity object of Signal's API. `new_account`: created by this request, so it
+    has no username and no link (a deleted account's go with its row), and neither is looked up."""
     from accounts.usernames import services as usernames
 
-    username_hash, handle = usernames.confirmed_hash(account), usernames.link_handle(account)
+    username_hash, handle = None, None
+    if not new_account:
+        username_hash, handle = usernames.confirmed_hash(account), usernames.link_handle(account)
     return {
         "uuid": str(account.aci),
         "number": account.number,

@@ -71,12 +71,18 @@ def check_recovery_password(*, pni, password: bytes) -> bool:
 
 def set_registration_lock(*, account: Account, lock: str | None) -> None:
     """Set (non-empty) or clear (empty/None) the account's registration lock."""
+    apply_registration_lock(account=account, lock=lock)
+    account.save(update_fields=["registration_lock_hash", "registration_lock_salt"])
+
+
+def apply_registration_lock(*, account: Account, lock: str | None) -> None:
+    """`set_registration_lock` without the save, for a caller that saves the account anyway
+    (registration writes the new account's row once)."""
     if lock:
         hashed = SaltedTokenHash.generate(lock)
         account.registration_lock_hash, account.registration_lock_salt = hashed.hash, hashed.salt
     else:
         account.registration_lock_hash = account.registration_lock_salt = ""
-    account.save(update_fields=["registration_lock_hash", "registration_lock_salt"])
 
 
 @transaction.atomic

@@ -58,10 +58,21 @@ class BenchAccount:
         return "Basic " + b64(f"{self.aci}.1:{self.password}".encode())
 
 
+UNAVAILABLE_RETRIES = 5
+
+
 async def _call(http: aiohttp.ClientSession, method: str, path: str, body: dict, headers=None) -> dict:
-    async with http.request(method, path, json=body, headers=headers) as response:
-        response.raise_for_status()
-        return await response.json()
+    """One request's JSON answer. A 503 (a server short of database connections answers so rather
+    than queue: docs/deployment.md) is retried after its Retry-After, as clients do, so that one
+    busy moment does not end a run of thousands of registrations."""
+    for attempt in range(UNAVAILABLE_RETRIES + 1):
+        async with http.request(method, path, json=body, headers=headers) as response:
+            if response.status != 503 or attempt == UNAVAILABLE_RETRIES:
+                response.raise_for_status()
+                return await response.json()
+            wait = float(response.headers.get("Retry-After", "1"))
+        await asyncio.sleep(wait)
+    raise AssertionError("unreachable")
 
 
 async def register(http: aiohttp.ClientSession, number: str, code: str) -> BenchAccount:

@@ -65,7 +65,10 @@ def verify_signed_prekeys(identity_key: bytes, prekeys: Iterable[SignedPreKeyDat
             raise InvalidSignature()
 
 
-@transaction.atomic
+# No savepoint when called inside a caller's transaction (registration, device linking): nobody
+# recovers from a failure half-way, the whole transaction rolls back, and a savepoint is two more
+# statements.
+@transaction.atomic(savepoint=False)
 def set_identity_keys(*, account, aci_identity_key: bytes, pni_identity_key: bytes | None) -> None:
     """Replace the account's identity keys; no PNI key removes the stored one."""
     IdentityKey.objects.bulk_create(
@@ -82,24 +85,24 @@ def set_identity_keys(*, account, aci_identity_key: bytes, pni_identity_key: byt
         IdentityKey.objects.filter(account=account, identity=Identity.PNI).delete()
 
 
-@transaction.atomic
-def store_repeated_use_keys(
-    *, device, identity: Identity, signed_prekey: SignedPreKeyData, last_resort_key: SignedPreKeyData
-) -> None:
-    """Store (or replace) a device's signed EC prekey and Kyber last-resort key for one identity.
+@transaction.atomic(savepoint=False)
+def store_repeated_use_keys(*, device, keys: dict[Identity, tuple[SignedPreKeyData, SignedPreKeyData]]) -> None:
+    """Store (or replace) a device's signed EC prekey and Kyber last-resort key, `(signed prekey,
+    last-resort key)` for each identity in `keys`: one statement per kind for every identity.
 
     Signatures must have been checked with `verify_signed_prekeys` before anything is written.
     """
-    for model, key in ((SignedPreKey, signed_prekey), (LastResortKey, last_resort_key)):
+    for model, kind in ((SignedPreKey, 0), (LastResortKey, 1)):
         model.objects.bulk_create(
             [
                 model(
                     device=device,
                     identity=identity,
-                    key_id=key.key_id,
-                    public_key=key.public_key,
-                    signature=key.signature,
+                    key_id=pair[kind].key_id,
+                    public_key=pair[kind].public_key,
+                    signature=pair[kind].signature,
                 )
+                for identity, pair in keys.items()
             ],
             update_conflicts=True,
             unique_fields=["device", "identity"],

@@ -152,13 +152,10 @@ def link_device(
         gcm_id=gcm_token or "",
         last_seen=timezone.now().date(),
     )
-    store_repeated_use_keys(
-        device=device, identity=Identity.ACI, signed_prekey=aci_signed_prekey, last_resort_key=aci_pq_last_resort_prekey
-    )
+    keys = {Identity.ACI: (aci_signed_prekey, aci_pq_last_resort_prekey)}
     if has_pni:
-        store_repeated_use_keys(
-            device=device, identity=Identity.PNI, signed_prekey=pni_signed_prekey, last_resort_key=pni_pq_last_resort_prekey
-        )
+        keys[Identity.PNI] = (pni_signed_prekey, pni_pq_last_resort_prekey)
+    store_repeated_use_keys(device=device, keys=keys)
     used.device = device
     used.save(update_fields=["device"])
     transaction.on_commit(lambda: _announce_linked_device(identifier))

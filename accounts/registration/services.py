@@ -20,16 +20,16 @@ from accounts.models import (
     Device,
     PhoneNumberIdentifier,
     RegistrationRecoveryPassword,
-    VerificationSession,
 )
 from accounts.phone import normalize_number
 from accounts.services import (
+    apply_registration_lock,
     check_recovery_password,
     disconnect_devices,
-    set_registration_lock,
     store_recovery_password,
 )
 from accounts.totp.services import check_registration_totp
+from accounts.verification.services import find_live_session
 from keys.models import Identity
 from push.services import FAILED_REGISTRATION_LOCK, alert_attempted_login
 from keys.services import SignedPreKeyData, set_identity_keys, store_repeated_use_keys, verify_signed_prekeys
@@ -56,6 +56,8 @@ ACCOUNT_ATTRIBUTE_FIELDS = [
     "unidentified_access_key",
     "unrestricted_unidentified_access",
     "discoverable_by_phone_number",
+    "registration_lock_hash",
+    "registration_lock_salt",
 ]
 
 
@@ -149,7 +151,7 @@ def _verify_number_proof(*, number: str, session_id: str | None, recovery_passwo
             raw_id = b64decode_url(session_id)
         except ValueError:
             raise BadRequest("invalid session id") from None
-        session = VerificationSession.objects.filter(id=raw_id, expires_at__gt=timezone.now()).first()
+        session = find_live_session(raw_id)
         if session is None or session.number != number:
             raise BadRequest("no verification session for this number")
         if not session.verified:
@@ -184,10 +186,12 @@ def _create_or_reregister(
     A failed registration lock returns `_LockedOut` instead of raising, so that its side effects
     (locked credentials, closed sockets, removed recovery password) commit.
     """
-    identifier, _ = PhoneNumberIdentifier.objects.get_or_create(number=number)
     # Every registration of one number serialises on its PNI row: the existing-account
-    # checks below and the writes after them see no concurrent registration of the number.
-    identifier = PhoneNumberIdentifier.objects.select_for_update(no_key=True).get(pk=identifier.pk)
+    # checks below and the writes after them see no concurrent registration of the number. A new
+    # number's row is inserted first (no savepoint: a concurrent insert of the same number waits
+    # for this transaction, then does nothing), and locked by the same read as an existing one.
+    PhoneNumberIdentifier.objects.bulk_create([PhoneNumberIdentifier(number=number)], ignore_conflicts=True)
+    identifier = PhoneNumberIdentifier.objects.select_for_update(no_key=True).get(number=number)
 
     # Locking the account too keeps a concurrent deletion from pulling it away under the new device.
     existing = Account.objects.select_for_update(no_key=True).filter(number=number).first()
@@ -218,11 +222,11 @@ def _create_or_reregister(
     account.unidentified_access_key = attributes["unidentifiedAccessKey"]
     account.unrestricted_unidentified_access = attributes["unrestrictedUnidentifiedAccess"]
     account.discoverable_by_phone_number = attributes["discoverableByPhoneNumber"]
+    apply_registration_lock(account=account, lock=attributes["registrationLock"])
     if existing is None:
         account.save(force_insert=True)
     else:
         account.save(update_fields=ACCOUNT_ATTRIBUTE_FIELDS)
-    set_registration_lock(account=account, lock=attributes["registrationLock"])
     if attributes["recoveryPassword"]:
         store_recovery_password(pni=account.pni, password=attributes["recoveryPassword"])
 
@@ -243,10 +247,7 @@ def _create_or_reregister(
         last_seen=timezone.now().date(),
     )
     set_identity_keys(account=account, aci_identity_key=aci_identity_key, pni_identity_key=pni_identity_key)
-    for identity, (signed_prekey, last_resort_key) in ((Identity.ACI, aci_keys), (Identity.PNI, pni_keys)):
-        store_repeated_use_keys(
-            device=device, identity=identity, signed_prekey=signed_prekey, last_resort_key=last_resort_key
-        )
+    store_repeated_use_keys(device=device, keys={Identity.ACI: aci_keys, Identity.PNI: pni_keys})
     return RegistrationResult(
         account=account,
         device=device,

@@ -74,5 +74,7 @@ class RegistrationView(APIView):
             user_agent=request.headers.get("X-Signal-Agent", ""),
             **body.validated_data,
         )
-        identity = account_identity(result.account, storage_capable=result.storage_capable)
+        identity = account_identity(
+            result.account, storage_capable=result.storage_capable, new_account=not result.reregistration
+        )
         return Response({**identity, "reregistration": result.reregistration})

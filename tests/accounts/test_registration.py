@@ -138,6 +138,28 @@ def test_new_number_gets_an_account_with_a_primary_device_and_keys():
 
 
 @pytest.mark.django_db
+def test_new_number_registration_is_a_dozen_statements(django_assert_max_num_queries):
+    # The session read, then one transaction: the PNI row inserted and locked, the existing-account
+    # and deleted-account reads, the account (registration lock included), the device, the identity
+    # keys, the signed prekeys and the last-resort keys (both identities in one statement each).
+    # The first request of a process also reads the operator settings and address bans: not counted.
+    assert register_with_session("+14155550123").status_code == 200
+    body = registration_body(sessionId=verification_session(NUMBER))
+    with django_assert_max_num_queries(12):
+        response = register(NUMBER, body)
+    assert response.status_code == 200, response.content
+
+
+@pytest.mark.django_db
+def test_number_without_an_account_keeps_the_pni_it_had():
+    pni = PhoneNumberIdentifier.objects.create(number=NUMBER).pni
+    response = register_with_session()
+    assert response.status_code == 200, response.content
+    assert response.json()["pni"] == str(pni) and Account.objects.get().pni == pni
+    assert PhoneNumberIdentifier.objects.filter(number=NUMBER).count() == 1
+
+
+@pytest.mark.django_db
 def test_registration_lock_and_recovery_password_from_the_attributes_are_stored():
     lock, recovery = os.urandom(32).hex(), os.urandom(32)
     response = register_with_session(

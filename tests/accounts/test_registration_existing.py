@@ -11,11 +11,11 @@ from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from django.utils import timezone
 
-from accounts.models import Account, Device, RegistrationRecoveryPassword
+from accounts.models import Account, Device, RegistrationRecoveryPassword, UsernameClaim, UsernameLink
 from accounts.services import check_recovery_password, device_group, set_registration_lock, store_recovery_password
 from keys.models import Identity, IdentityKey, KemPreKey, LastResortKey, OneTimePreKey, SignedPreKey
 from signalserver.auth import LOCKED_PREFIX, SaltedTokenHash, authenticate_device
-from signalserver.wire import b64decode, b64encode
+from signalserver.wire import b64decode, b64encode, b64encode_url
 from tests.accounts.test_registration import PASSWORD, register, registration_body, verification_session
 from tests.crypto import ec_public_key, kem_public_key
 from tests.factories import DEFAULT_PASSWORD, DeviceFactory
@@ -123,6 +123,21 @@ def test_reregistration_keeps_the_aci_and_replaces_every_device_and_key(django_c
     }
     # Both old devices' sockets are told to close.
     assert received(channel, 2) == [{"type": "device.disconnect", "code": 4401}] * 2
+
+
+@pytest.mark.django_db
+def test_reregistration_answers_with_the_username_and_link_the_account_keeps():
+    account = existing_primary(capabilities=["spqr"]).account
+    username_hash = os.urandom(32)
+    UsernameClaim.objects.create(account=account, hash=username_hash, kind=UsernameClaim.CONFIRMED)
+    link = UsernameLink.objects.create(account=account, encrypted_value=os.urandom(32))
+
+    response = register_number()
+
+    assert response.status_code == 200, response.content
+    assert response.json()["reregistration"] is True
+    assert response.json()["usernameHash"] == b64encode_url(username_hash, padded=False)
+    assert response.json()["usernameLinkHandle"] == str(link.handle)
 
 
 @pytest.mark.django_db

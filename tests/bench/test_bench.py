@@ -102,6 +102,7 @@ def test_the_latency_idle_and_fanout_scenarios_run_and_report():
 
     assert latency["delivered"] > 0 and latency["send_errors"] == 0 and latency["p99_ms"] > 0
     assert idle["opened"] == idle["still_open_after_idle"] == 10 and idle["server_rss_after_mib"] > 0
+    assert idle["registered_per_second"] > 0 and idle["server_cpu_ms_per_registration"] > 0
     assert fanout["all_received"] and [r["received"] for r in fanout["rounds"]] == [10, 10]
 
 
