@@ -141,8 +141,11 @@ def find_live_session(raw_id: bytes, *, lock: bool = False) -> VerificationSessi
     row locked `FOR NO KEY UPDATE`. Every step of a registration reads its session, so the statement
     is written once (signalserver.rows): a third of the ORM's CPU for the same read."""
     rows, sql = _session_rows()
+    if lock and connection.features.has_select_for_update:  # SQLite locks the whole database instead
+        sql += " FOR NO KEY UPDATE" if connection.features.has_select_for_no_key_update else " FOR UPDATE"
+    now = connection.ops.adapt_datetimefield_value(timezone.now())  # as the ORM compares datetimes
     with connection.cursor() as cursor:
-        cursor.execute(sql + (" FOR NO KEY UPDATE" if lock else ""), [raw_id, timezone.now()])
+        cursor.execute(sql, [raw_id, now])
         row = cursor.fetchone()
     return rows.load(row) if row is not None else None
 
