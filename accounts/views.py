@@ -17,7 +17,7 @@ from accounts.serializers import (
 )
 from signalserver.auth import carries_credentials
 from signalserver.errors import BadRequest, NotFound, Unauthorized, UnprocessableEntity
-from signalserver.fields import Base64Field
+from signalserver.fields import Base64Field, validated
 from signalserver.schema import RETRY_AFTER, rate_limited
 from signalserver.tunnel import Call
 from signalserver.wire import ServiceId
@@ -25,12 +25,6 @@ from signalserver.wire import ServiceId
 NO_CONTENT = OpenApiResponse(description="Done")
 UNAUTHORIZED = OpenApiResponse(description="Missing or wrong device credentials")
 VALIDATION = OpenApiResponse(description="The body failed validation")
-
-
-def validated(serializer_class, data) -> dict:
-    serializer = serializer_class(data=data)
-    serializer.is_valid(raise_exception=True)
-    return serializer.validated_data
 
 
 def whoami(call: Call) -> tuple[int, dict]:

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
 import os
 import secrets
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-import aiohttp
 import httpx
 
 from signalserver.crypto import SigningKey
@@ -61,25 +61,64 @@ class BenchAccount:
 UNAVAILABLE_RETRIES = 5
 
 
-async def _call(http: aiohttp.ClientSession, method: str, path: str, body: dict, headers=None) -> dict:
-    """One request's JSON answer. A 503 (a server short of database connections answers so rather
-    than queue: docs/deployment.md) is retried after its Retry-After, as clients do, so that one
-    busy moment does not end a run of thousands of registrations."""
-    for attempt in range(UNAVAILABLE_RETRIES + 1):
-        async with http.request(method, path, json=body, headers=headers) as response:
+class SocketCaller:
+    """Requests over one unauthenticated socket, as libsignal's registration service sends them,
+    each answered by its id. A 503 (a server short of database connections answers so rather than
+    queue: docs/deployment.md) is retried after its Retry-After, as clients do, so that one busy
+    moment does not end a run of thousands of registrations."""
+
+    def __init__(self, ws):
+        self.ws = ws
+        self.waiting: dict[int, asyncio.Future] = {}
+        self.next_id = 1
+        self.reader = asyncio.ensure_future(self._read())
+
+    @classmethod
+    async def connect(cls, url: str) -> SocketCaller:
+        import websockets
+
+        return cls(await websockets.connect(ws_url(url), max_size=2**22, open_timeout=30))
+
+    async def _read(self) -> None:
+        import websockets
+
+        try:
+            async for data in self.ws:
+                frame = parse_frame(data)
+                if frame.type == frame.RESPONSE and (waiter := self.waiting.pop(frame.response.id, None)):
+                    waiter.set_result(frame.response)
+        except websockets.ConnectionClosed:
+            pass
+        for waiter in self.waiting.values():
+            waiter.set_exception(ConnectionError("socket closed"))
+
+    async def call(self, method: str, path: str, body: dict, headers: dict | None = None) -> dict:
+        """The JSON answer; raises on an error status."""
+        lines = ["content-type:application/json"] + [f"{name}:{value}" for name, value in (headers or {}).items()]
+        data = json.dumps(body).encode()
+        for attempt in range(UNAVAILABLE_RETRIES + 1):
+            request_id, self.next_id = self.next_id, self.next_id + 1
+            waiter = self.waiting[request_id] = asyncio.get_running_loop().create_future()
+            await self.ws.send(request_frame(request_id, method, path, data, lines))
+            response = await waiter
             if response.status != 503 or attempt == UNAVAILABLE_RETRIES:
-                response.raise_for_status()
-                return await response.json()
-            wait = float(response.headers.get("Retry-After", "1"))
-        await asyncio.sleep(wait)
-    raise AssertionError("unreachable")
+                break
+            retry_after = [line.split(":", 1)[1] for line in response.headers if line.lower().startswith("retry-after:")]
+            await asyncio.sleep(float(retry_after[0]) if retry_after else 1.0)
+        if response.status >= 400:
+            raise RuntimeError(f"{method} {path}: {response.status} {response.body[:200]!r}")
+        return json.loads(response.body) if response.body else {}
+
+    async def close(self) -> None:
+        await self.ws.close()
+        await self.reader
 
 
-async def register(http: aiohttp.ClientSession, number: str, code: str) -> BenchAccount:
-    session = await _call(http, "POST", "/v1/verification/session", {"number": number})
+async def register(socket: SocketCaller, number: str, code: str) -> BenchAccount:
+    session = await socket.call("POST", "/v1/verification/session", {"number": number})
     path = f"/v1/verification/session/{session['id']}/code"
-    await _call(http, "POST", path, {"transport": "sms", "client": "bench"})
-    await _call(http, "PUT", path, {"code": code})
+    await socket.call("POST", path, {"transport": "sms", "client": "bench"})
+    await socket.call("PUT", path, {"code": code})
     aci_identity, pni_identity = SigningKey.generate(), SigningKey.generate()
     password = secrets.token_urlsafe(24)
     registration_id = secrets.randbelow(16000) + 1
@@ -101,7 +140,7 @@ async def register(http: aiohttp.ClientSession, number: str, code: str) -> Bench
         "pniPqLastResortPreKey": signed_key(pni_identity, 4, kem_key()),
     }
     auth = "Basic " + b64(f"{number}:{password}".encode())
-    registered = await _call(http, "POST", "/v1/registration", body, headers={"Authorization": auth})
+    registered = await socket.call("POST", "/v1/registration", body, headers={"Authorization": auth})
     return BenchAccount(registered["uuid"], number, password, registration_id, access_key, aci_identity)
 
 
@@ -115,19 +154,22 @@ async def upload_prekeys(http: httpx.AsyncClient, account: BenchAccount, count: 
 
 
 async def register_many(url: str, count: int, code: str, *, first_number: int = 0, concurrency: int = 8) -> list[BenchAccount]:
-    """`count` fresh accounts on numbers +1 201 555 xxxx counted from `first_number`. Over aiohttp:
-    httpx's own CPU (its connection pool's bookkeeping, a failed `import sniffio` per request)
-    was most of the client's, which shares the cores with the server under test."""
-    limit = asyncio.Semaphore(concurrency)
-    connector = aiohttp.TCPConnector(limit=concurrency)
-    timeout = aiohttp.ClientTimeout(total=30)
-    async with aiohttp.ClientSession(url, connector=connector, timeout=timeout) as http:
+    """`count` fresh accounts on numbers +1 201 555 xxxx counted from `first_number`, registered
+    by `concurrency` clients at once, each over an unauthenticated socket of its own (as
+    libsignal's registration service registers), one account after another."""
+    accounts: list[BenchAccount | None] = [None] * count
+    indexes = iter(range(count))
 
-        async def one(index: int) -> BenchAccount:
-            async with limit:
-                return await register(http, f"+1201{5550000 + first_number + index:07d}", code)
+    async def client() -> None:
+        socket = await SocketCaller.connect(url)
+        try:
+            for index in indexes:
+                accounts[index] = await register(socket, f"+1201{5550000 + first_number + index:07d}", code)
+        finally:
+            await socket.close()
 
-        return await asyncio.gather(*(one(i) for i in range(count)))
+    await asyncio.gather(*(client() for _ in range(min(concurrency, count))))
+    return accounts
 
 
 def request_frame(request_id: int, verb: str, path: str, body: bytes = b"", headers=()) -> bytes:

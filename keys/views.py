@@ -16,25 +16,15 @@ from keys.serializers import (
     SetKeysSerializer,
 )
 from signalserver.errors import Conflict
+from signalserver.fields import validated
 from signalserver.schema import RETRY_AFTER, rate_limited
-from signalserver.tunnel import Call
+from signalserver.tunnel import Call, render
 
 NO_CONTENT = OpenApiResponse(description="Done")
 UNAUTHORIZED = OpenApiResponse(description="Missing or wrong credentials")
 NO_PNI = OpenApiResponse(description="`identity=pni` for an account without a phone number")
 UNKNOWN_IDENTITY = OpenApiResponse(description="`identity` neither aci nor pni")
 IDENTITY_PARAMETER = OpenApiParameter("identity", OpenApiTypes.STR, OpenApiParameter.QUERY, enum=["aci", "pni"], description="default aci")
-
-
-def _render(result: tuple[int, object]) -> Response:
-    status, body = result
-    return Response(body, status=status)
-
-
-def validated(serializer_class, data) -> dict:
-    serializer = serializer_class(data=data)
-    serializer.is_valid(raise_exception=True)
-    return serializer.validated_data
 
 
 class KeysView(APIView):
@@ -62,7 +52,7 @@ class KeysView(APIView):
         responses={200: KeyCountSerializer, 400: NO_PNI, 401: UNAUTHORIZED, 422: UNKNOWN_IDENTITY},
     )
     def get(self, request):
-        return _render(api.get_key_counts(Call.from_drf(request)))
+        return render(api.get_key_counts(Call.from_drf(request)))
 
 
 class CheckKeysView(APIView):
@@ -129,4 +119,4 @@ class PreKeyBundleView(APIView):
         },
     )
     def get(self, request, service_id, device_id):
-        return _render(api.get_prekey_bundle(Call.from_drf(request), service_id, device_id))
+        return render(api.get_prekey_bundle(Call.from_drf(request), service_id, device_id))

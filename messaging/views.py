@@ -8,14 +8,13 @@ from django.http import JsonResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework.permissions import AllowAny
-from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from accounts.services import device_group
 from messaging import api
 from messaging.services import has_queued
 from signalserver.schema import RETRY_AFTER, challenge_required, error, rate_limited
-from signalserver.tunnel import Call
+from signalserver.tunnel import Call, render
 from signalserver.waiting import request_principal, wait_for_group_event
 
 MAX_WAIT_SECONDS = 30
@@ -89,10 +88,6 @@ def _per_recipient(devices: dict) -> dict:
     return {"type": "array", "items": entry}
 
 
-def _render(result: tuple[int, object]) -> Response:
-    status, body = result
-    return Response(body, status=status)
-
 
 class SendMessageView(APIView):
     permission_classes = [AllowAny]  # stories and sealed-sender sends need no credentials
@@ -124,7 +119,7 @@ class SendMessageView(APIView):
         },
     )
     def put(self, request, destination):
-        return _render(api.put_messages(Call.from_drf(request), destination))
+        return render(api.put_messages(Call.from_drf(request), destination))
 
 
 class MessagesView(APIView):
@@ -150,7 +145,7 @@ class MessagesView(APIView):
         },
     )
     def get(self, request):
-        return _render(api.get_messages(Call.from_drf(request)))
+        return render(api.get_messages(Call.from_drf(request)))
 
 
 class DeleteMessageView(APIView):
@@ -165,7 +160,7 @@ class DeleteMessageView(APIView):
         },
     )
     def delete(self, request, guid):
-        return _render(api.delete_message(Call.from_drf(request), guid))
+        return render(api.delete_message(Call.from_drf(request), guid))
 
 
 class MultiRecipientMessageView(APIView):
@@ -201,7 +196,7 @@ class MultiRecipientMessageView(APIView):
         },
     )
     def put(self, request):
-        return _render(api.put_multi_recipient_message(Call.from_drf(request)))
+        return render(api.put_multi_recipient_message(Call.from_drf(request)))
 
 
 class DeliveryCertificateView(APIView):
@@ -217,7 +212,7 @@ class DeliveryCertificateView(APIView):
         },
     )
     def get(self, request):
-        return _render(api.get_delivery_certificate(Call.from_drf(request)))
+        return render(api.get_delivery_certificate(Call.from_drf(request)))
 
 
 class ReportSpamView(APIView):
@@ -236,7 +231,7 @@ class ReportSpamView(APIView):
         },
     )
     def post(self, request, source, guid):
-        return _render(api.report_spam_message(Call.from_drf(request), source, guid))
+        return render(api.report_spam_message(Call.from_drf(request), source, guid))
 
 
 _messages_view = MessagesView.as_view()

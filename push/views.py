@@ -5,9 +5,10 @@ from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from accounts.views import UNAUTHORIZED, validated
+from accounts.views import UNAUTHORIZED
 from push import services
 from push.serializers import ApnTokenSerializer, FcmTokenSerializer
+from signalserver.fields import validated
 
 TAGS = ["push"]
 SET = OpenApiResponse(description="Set; the device is woken by pushes from now on (`fetchesMessages` false)")

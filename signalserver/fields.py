@@ -5,6 +5,13 @@ from rest_framework import serializers
 from signalserver.wire import b64decode, b64decode_url, b64encode
 
 
+def validated(serializer_class, data) -> dict:
+    """`data` checked by the serializer (its ValidationError is a 422), as it validated it."""
+    serializer = serializer_class(data=data)
+    serializer.is_valid(raise_exception=True)
+    return serializer.validated_data
+
+
 class Base64Field(serializers.Field):
     """Bytes carried as base64 (padded or not). `length`: exact size; `max_length`: upper bound."""
 

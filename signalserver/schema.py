@@ -155,10 +155,10 @@ class AutoSchema(SpectacularAutoSchema):
         if operation is None:
             return None
         responses = operation["responses"]
-        reads_json = JSON in operation.get("requestBody", {}).get("content", {}) and self._parses_json()
-        if reads_json:
+        if JSON in operation.get("requestBody", {}).get("content", {}):
             self._add(responses, "400", error(MALFORMED_JSON))
-            self._add(responses, "415", error(UNSUPPORTED_MEDIA_TYPE))
+            if self._parses_json():  # a view that reads the raw body takes it whatever its type
+                self._add(responses, "415", error(UNSUPPORTED_MEDIA_TYPE))
             self._add(responses, "422", unprocessable(INVALID_BODY))
         if self.view.get_authenticators():
             self._add(responses, "401", error(UNAUTHORIZED), describe=False)  # views say who may call
@@ -172,8 +172,8 @@ class AutoSchema(SpectacularAutoSchema):
         return operation
 
     def _parses_json(self) -> bool:
-        # Views that read the raw body (parser_classes = []) answer 400 for bad JSON themselves and
-        # never 415; they declare what they answer.
+        # Views that read the raw body (parser_classes = []) parse it as JSON whatever its
+        # Content-Type (signalserver.tunnel.Call.json): never 415.
         return any(parser.media_type == JSON for parser in self.view.get_parsers())
 
     def _add(self, responses: dict, status: str, generic: OpenApiResponse, *, describe: bool = True) -> None:

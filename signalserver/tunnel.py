@@ -27,10 +27,11 @@ from django.core.handlers.exception import response_for_exception
 from django.http import JsonResponse
 from django.core.handlers.wsgi import WSGIRequest
 from django.urls import Resolver404, resolve
+from rest_framework.response import Response
 
 from signalserver import metrics
 from signalserver.auth import TUNNEL_PRINCIPAL
-from signalserver.errors import error_response, unavailable_response
+from signalserver.errors import BadRequest, error_response, unavailable_response
 
 logger = logging.getLogger(__name__)
 
@@ -49,11 +50,33 @@ class Call:
     headers: dict[str, str]  # lower-case names
     query: dict[str, str]
     body: bytes
+    client: str | None = None  # the client's address, for limits per address
 
     @classmethod
     def from_drf(cls, request) -> Call:
         headers = {name.lower(): value for name, value in request.headers.items()}
-        return cls(principal=request.auth, headers=headers, query=request.query_params.dict(), body=request.body)
+        return cls(
+            principal=request.auth,
+            headers=headers,
+            query=request.query_params.dict(),
+            body=request.body,
+            client=request.META.get("REMOTE_ADDR"),
+        )
+
+    def json(self) -> Any:
+        """The body as JSON, read as DRF's parser reads it: an empty body is an empty object,
+        malformed JSON a 400. Its shape is the caller's to check (a serializer's 422)."""
+        if not self.body:
+            return {}
+        try:
+            return orjson.loads(self.body)
+        except orjson.JSONDecodeError:
+            raise BadRequest("Malformed JSON") from None
+
+
+def render(result: tuple) -> Response:
+    """A handler's (status, JSON body[, headers]) as a DRF response, for the views that wrap it."""
+    return Response(result[1], status=result[0], headers=result[2] if len(result) > 2 else None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,7 +151,7 @@ async def dispatch(
             if route_verb == verb and (match := pattern.fullmatch(route_path)):
                 route = label
                 query = dict(parse_qsl(parts.query, keep_blank_values=True))
-                call = Call(principal=principal, headers=headers, query=query, body=body)
+                call = Call(principal=principal, headers=headers, query=query, body=body, client=client)
                 if asyncio.iscoroutinefunction(handler):
                     try:
                         reply = json_reply(*await handler(call, **match.groupdict()))

@@ -6,8 +6,8 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from accounts.discovery import services as discovery
-from accounts.views import UNAUTHORIZED, validated
-from signalserver.fields import Base64Field
+from accounts.views import UNAUTHORIZED
+from signalserver.fields import Base64Field, validated
 from signalserver.schema import EXTENSION, RETRY_AFTER, error, rate_limited, unprocessable
 from signalserver.wire import b64encode
 

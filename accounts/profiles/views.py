@@ -15,11 +15,12 @@ from accounts.profiles.serializers import (
     SetProfileSerializer,
     VersionedProfileSerializer,
 )
-from accounts.views import UNAUTHORIZED, VALIDATION, validated
+from accounts.views import UNAUTHORIZED, VALIDATION
 from signalserver import ratelimit
 from signalserver.errors import NotFound
+from signalserver.fields import validated
 from signalserver.schema import RETRY_AFTER, error, rate_limited
-from signalserver.tunnel import Call
+from signalserver.tunnel import Call, render
 from signalserver.wire import b64encode
 
 TAGS = ["profiles"]
@@ -68,10 +69,6 @@ class SetProfileView(APIView):
         return Response(form) if form is not None else Response(status=200)
 
 
-def _render(result: tuple[int, object]) -> Response:
-    status, body = result
-    return Response(body, status=status)
-
 
 class ProfileView(APIView):
     permission_classes = [AllowAny]  # device credentials or an unidentified access key
@@ -89,7 +86,7 @@ class ProfileView(APIView):
         responses={200: ProfileSerializer, **READ_ERRORS},
     )
     def get(self, request, service_id):
-        return _render(api.get_profile(Call.from_drf(request), service_id))
+        return render(api.get_profile(Call.from_drf(request), service_id))
 
 
 class VersionedProfileView(APIView):
@@ -103,7 +100,7 @@ class VersionedProfileView(APIView):
         responses={200: VersionedProfileSerializer, **READ_ERRORS},
     )
     def get(self, request, service_id, version):
-        return _render(api.get_versioned_profile(Call.from_drf(request), service_id, version))
+        return render(api.get_versioned_profile(Call.from_drf(request), service_id, version))
 
 
 class ProfileCredentialView(APIView):

@@ -1,21 +1,18 @@
-"""`POST /v1/registration`: a thin view over `accounts.registration.services`."""
+"""`POST /v1/registration`: a thin view over `accounts.registration.api`."""
 
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
-from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from accounts.registration.services import register_account
+from accounts.registration import api
 from accounts.registration.serializers import (
     RegistrationLockFailureSerializer,
     RegistrationSerializer,
     RegistrationResponseSerializer,
 )
-from accounts.serializers import account_identity
 from accounts.verification.serializers import NumberNotNormalizedSerializer
-from signalserver.auth import parse_basic_header
-from signalserver.errors import Unauthorized
 from signalserver.schema import RETRY_AFTER, rate_limited
+from signalserver.tunnel import Call, render
 
 
 class RegistrationView(APIView):
@@ -24,6 +21,7 @@ class RegistrationView(APIView):
 
     authentication_classes: list = []
     permission_classes: list = []
+    parser_classes: list = []  # the handler (accounts.registration.api) parses the raw body
 
     @extend_schema(
         tags=["registration"],
@@ -34,7 +32,7 @@ class RegistrationView(APIView):
             "verified verification session or the number's `recoveryPassword`. A re-registration keeps "
             "the ACI and replaces every device and key of the account."
         ),
-        request=RegistrationSerializer,
+        request={"application/json": RegistrationSerializer},
         parameters=[
             OpenApiParameter(
                 "X-Signal-Agent", OpenApiTypes.STR, OpenApiParameter.HEADER, description="device-kind label to store"
@@ -62,19 +60,4 @@ class RegistrationView(APIView):
         },
     )
     def post(self, request):
-        credentials = parse_basic_header(request.META.get("HTTP_AUTHORIZATION"))
-        if credentials is None:
-            raise Unauthorized()
-        number, password = credentials
-        body = RegistrationSerializer(data=request.data)
-        body.is_valid(raise_exception=True)
-        result = register_account(
-            number=number,
-            password=password,
-            user_agent=request.headers.get("X-Signal-Agent", ""),
-            **body.validated_data,
-        )
-        identity = account_identity(
-            result.account, storage_capable=result.storage_capable, new_account=not result.reregistration
-        )
-        return Response({**identity, "reregistration": result.reregistration})
+        return render(api.register(Call.from_drf(request)))

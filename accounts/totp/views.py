@@ -12,7 +12,8 @@ from accounts.totp.serializers import (
     TotpCodeSerializer,
     TotpEnrolmentSerializer,
 )
-from accounts.views import UNAUTHORIZED, validated
+from accounts.views import UNAUTHORIZED
+from signalserver.fields import validated
 from signalserver.schema import EXTENSION, RETRY_AFTER, rate_limited
 
 NOT_PRIMARY = "Not the primary device"

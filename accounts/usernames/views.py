@@ -10,10 +10,10 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from accounts.usernames import services as usernames
-from accounts.views import NO_CONTENT, UNAUTHORIZED, VALIDATION, validated
+from accounts.views import NO_CONTENT, UNAUTHORIZED, VALIDATION
 from signalserver.auth import carries_credentials
 from signalserver.errors import BadRequest, UnprocessableEntity
-from signalserver.fields import Base64Field
+from signalserver.fields import Base64Field, validated
 from signalserver.schema import RETRY_AFTER, error, rate_limited
 from signalserver.wire import b64decode_url, b64encode_url
 

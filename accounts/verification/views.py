@@ -1,11 +1,10 @@
-"""Verification session endpoints: validate, call one service, render the session."""
+"""Verification session endpoints: thin views over the handlers of `accounts.verification.api`."""
 
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
-from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from accounts.verification import services as verification
+from accounts.verification import api
 from accounts.verification.serializers import (
     CreateSessionSerializer,
     ErrorSerializer,
@@ -17,6 +16,7 @@ from accounts.verification.serializers import (
     VerificationSessionSerializer,
 )
 from signalserver.schema import unprocessable
+from signalserver.tunnel import Call, render
 
 TAGS = ["verification"]
 
@@ -55,15 +55,10 @@ UNDECODABLE_ID = unprocessable("Session id is not URL-safe base64, or the body f
 UNKNOWN_SESSION = _error("No such session, or it expired")
 
 
-def _validated(serializer_class, data) -> dict:
-    serializer = serializer_class(data=data)
-    serializer.is_valid(raise_exception=True)
-    return serializer.validated_data
-
-
 class CreateSessionView(APIView):
     authentication_classes: list = []
     permission_classes: list = []
+    parser_classes: list = []  # the handler (accounts.verification.api) parses the raw body
 
     @extend_schema(
         tags=TAGS,
@@ -75,7 +70,7 @@ class CreateSessionView(APIView):
             "`pushChallenge` is requested first. Supply them with PATCH, then request a code."
         ),
         parameters=[RETRY_AFTER],
-        request=CreateSessionSerializer,
+        request={"application/json": CreateSessionSerializer},
         responses={
             200: _session("The new session"),
             400: OpenApiResponse(NumberNotNormalizedSerializer, description="The number is not in E.164 form"),
@@ -84,19 +79,13 @@ class CreateSessionView(APIView):
         },
     )
     def post(self, request):
-        body = _validated(CreateSessionSerializer, request.data)
-        session = verification.create_session(
-            number=body["number"],
-            push_token=body["pushToken"],
-            push_token_type=body["pushTokenType"],
-            remote_ip=request.META.get("REMOTE_ADDR"),
-        )
-        return Response(verification.session_response(session))
+        return render(api.create_session(Call.from_drf(request)))
 
 
 class SessionView(APIView):
     authentication_classes: list = []
     permission_classes: list = []
+    parser_classes: list = []  # the handler (accounts.verification.api) parses the raw body
 
     @extend_schema(
         tags=TAGS,
@@ -106,7 +95,7 @@ class SessionView(APIView):
         responses={200: _session("The session"), 400: BAD_ID, 404: UNKNOWN_SESSION, 422: UNDECODABLE_ID},
     )
     def get(self, request, session_id):
-        return Response(verification.session_response(verification.get_session(session_id=session_id)))
+        return render(api.get_session(Call.from_drf(request), session_id))
 
     @extend_schema(
         tags=TAGS,
@@ -119,7 +108,7 @@ class SessionView(APIView):
             "before a rejection are kept."
         ),
         parameters=[SESSION_ID, RETRY_AFTER],
-        request=SessionUpdateSerializer,
+        request={"application/json": SessionUpdateSerializer},
         responses={
             200: _session("The updated session"),
             400: BAD_ID,
@@ -131,21 +120,13 @@ class SessionView(APIView):
         },
     )
     def patch(self, request, session_id):
-        body = _validated(SessionUpdateSerializer, request.data)
-        session = verification.update_session(
-            session_id=session_id,
-            push_token=body["pushToken"],
-            push_token_type=body["pushTokenType"],
-            push_challenge=body["pushChallenge"],
-            captcha=body["captcha"],
-            remote_ip=request.META.get("REMOTE_ADDR"),
-        )
-        return Response(verification.session_response(session))
+        return render(api.update_session(Call.from_drf(request), session_id))
 
 
 class SessionCodeView(APIView):
     authentication_classes: list = []
     permission_classes: list = []
+    parser_classes: list = []  # the handler (accounts.verification.api) parses the raw body
 
     @extend_schema(
         tags=TAGS,
@@ -159,7 +140,7 @@ class SessionCodeView(APIView):
             "production mode) sends no message and every code is the operator's fixed development code."
         ),
         parameters=[SESSION_ID, ACCEPT_LANGUAGE, RETRY_AFTER],
-        request=RequestCodeSerializer,
+        request={"application/json": RequestCodeSerializer},
         responses={
             200: _session("The code was sent; the session shows the next waits"),
             400: BAD_ID,
@@ -175,15 +156,7 @@ class SessionCodeView(APIView):
         },
     )
     def post(self, request, session_id):
-        body = _validated(RequestCodeSerializer, request.data)
-        session = verification.request_code(
-            session_id=session_id,
-            transport=body["transport"],
-            client=body["client"],
-            accept_language=request.headers.get("Accept-Language"),
-            remote_ip=request.META.get("REMOTE_ADDR"),
-        )
-        return Response(verification.session_response(session))
+        return render(api.request_code(Call.from_drf(request), session_id))
 
     @extend_schema(
         tags=TAGS,
@@ -191,7 +164,7 @@ class SessionCodeView(APIView):
         summary="Submit a received verification code",
         description="A wrong code is not an error: the answer is 200 with `verified: false`.",
         parameters=[SESSION_ID, RETRY_AFTER],
-        request=SubmitCodeSerializer,
+        request={"application/json": SubmitCodeSerializer},
         responses={
             200: _session("The code was checked; `verified` tells whether it was right"),
             400: _error("Session id of the wrong length, or a malformed code"),
@@ -205,6 +178,4 @@ class SessionCodeView(APIView):
         },
     )
     def put(self, request, session_id):
-        body = _validated(SubmitCodeSerializer, request.data)
-        session = verification.submit_code(session_id=session_id, code=body["code"])
-        return Response(verification.session_response(session))
+        return render(api.submit_code(Call.from_drf(request), session_id))
