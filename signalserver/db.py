@@ -75,6 +75,14 @@ def bound_cursor():
     return connection.bound_cursor() if connection.vendor == "postgresql" else connection.cursor()
 
 
+def for_update(*, no_key: bool = False) -> str:
+    """The row-lock clause for raw SQL, as the ORM's `select_for_update(no_key=...)` writes it;
+    empty on SQLite, which locks the whole database instead."""
+    if not connection.features.has_select_for_update:
+        return ""
+    return " FOR NO KEY UPDATE" if no_key and connection.features.has_select_for_no_key_update else " FOR UPDATE"
+
+
 def any_of(column: str, values: list, sql_type: str) -> tuple[str, list]:
     """`column` equal to any of `values`, as raw SQL for a `bound_cursor` and its parameters: one
     binary array on PostgreSQL (one statement text for any count, so it is prepared once), a list

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
+from functools import cache
 from datetime import UTC, date, datetime, time, timedelta
 
 from django.conf import settings
@@ -33,7 +34,9 @@ from accounts.verification.services import find_live_session
 from keys.models import Identity
 from push.services import FAILED_REGISTRATION_LOCK, alert_attempted_login
 from keys.services import SignedPreKeyData, set_identity_keys, store_repeated_use_keys, verify_signed_prekeys
-from signalserver import metrics, ratelimit
+from signalserver import metrics, ratelimit, rows
+from signalserver.db import bound_cursor, for_update
+from signalserver.rows import RowLoader
 from signalserver.auth import LOCKED_PREFIX, MAX_CREDENTIAL_LENGTH, SaltedTokenHash
 from signalserver.errors import (
     BadRequest,
@@ -191,10 +194,9 @@ def _create_or_reregister(
     # number's row is inserted first (no savepoint: a concurrent insert of the same number waits
     # for this transaction, then does nothing), and locked by the same read as an existing one.
     PhoneNumberIdentifier.objects.bulk_create([PhoneNumberIdentifier(number=number)], ignore_conflicts=True)
-    identifier = PhoneNumberIdentifier.objects.select_for_update(no_key=True).get(number=number)
-
     # Locking the account too keeps a concurrent deletion from pulling it away under the new device.
-    existing = Account.objects.select_for_update(no_key=True).filter(number=number).first()
+    # Both reads are written once (signalserver.rows): every new account makes them.
+    pni, existing = _locked_number(number)
     old_devices = list(existing.devices.all()) if existing else []
     if existing is not None:
         primary = next((device for device in old_devices if device.device_id == PRIMARY_DEVICE_ID), None)
@@ -213,7 +215,7 @@ def _create_or_reregister(
         check_registration_totp(account=existing, code=totp)
 
     if existing is None:
-        account = Account(aci=_aci_for_new_account(number), number=number, pni=identifier.pni)
+        account = Account(aci=_aci_for_new_account(number), number=number, pni=pni)
     else:
         account = existing
         # Old devices take their keys (all four kinds, both identities) with them.
@@ -224,14 +226,14 @@ def _create_or_reregister(
     account.discoverable_by_phone_number = attributes["discoverableByPhoneNumber"]
     apply_registration_lock(account=account, lock=attributes["registrationLock"])
     if existing is None:
-        account.save(force_insert=True)
+        rows.insert(account)
     else:
         account.save(update_fields=ACCOUNT_ATTRIBUTE_FIELDS)
     if attributes["recoveryPassword"]:
         store_recovery_password(pni=account.pni, password=attributes["recoveryPassword"])
 
     credentials = SaltedTokenHash.generate(password)
-    device = Device.objects.create(
+    device = Device(
         account=account,
         device_id=PRIMARY_DEVICE_ID,
         auth_token_hash=credentials.hash,
@@ -246,6 +248,7 @@ def _create_or_reregister(
         gcm_id=gcm_token or "",
         last_seen=timezone.now().date(),
     )
+    rows.insert(device)
     set_identity_keys(account=account, aci_identity_key=aci_identity_key, pni_identity_key=pni_identity_key)
     store_repeated_use_keys(device=device, keys={Identity.ACI: aci_keys, Identity.PNI: pni_keys})
     return RegistrationResult(
@@ -256,15 +259,43 @@ def _create_or_reregister(
     )
 
 
+def _locked_number(number: str) -> tuple[uuid.UUID, Account | None]:
+    """The number's PNI and its account, if any, both rows locked `FOR NO KEY UPDATE`."""
+    loader, pni_sql, account_sql = _number_statements()
+    with bound_cursor() as cursor:
+        cursor.execute(pni_sql, [number])
+        (pni,) = cursor.fetchone()
+        cursor.execute(account_sql, [number])
+        row = cursor.fetchone()
+    pni = pni if isinstance(pni, uuid.UUID) else uuid.UUID(pni)  # SQLite gives the hex digits
+    return pni, loader.load(row) if row is not None else None
+
+
+@cache
+def _number_statements() -> tuple[RowLoader, str, str]:
+    loader, lock = RowLoader(Account), for_update(no_key=True)
+    identifiers, accounts = PhoneNumberIdentifier._meta.db_table, Account._meta.db_table
+    return (
+        loader,
+        f"SELECT pni FROM {identifiers} WHERE number = %s{lock}",
+        f"SELECT {loader.columns('a')} FROM {accounts} a WHERE a.number = %s{lock}",
+    )
+
+
 def _aci_for_new_account(number: str) -> uuid.UUID:
-    """The ACI of the number's account deleted within the last 30 days, else a fresh one."""
-    deleted = DeletedAccount.objects.filter(number=number).first()
+    """The ACI of the number's account deleted within the last 30 days, else a fresh one. The
+    record goes either way, in one statement that finds it."""
+    with bound_cursor() as cursor:
+        cursor.execute(f"DELETE FROM {DeletedAccount._meta.db_table} WHERE number = %s RETURNING aci, deleted_at", [number])
+        deleted = cursor.fetchone()
     if deleted is None:
         return uuid.uuid4()
-    deleted.delete()
-    recent = deleted.deleted_at >= timezone.now().date() - timedelta(days=settings.DELETED_ACCOUNT_ACI_REUSE_DAYS)
-    if recent and not Account.objects.filter(aci=deleted.aci).exists():
-        return deleted.aci
+    aci, deleted_at = (uuid.UUID(deleted[0]) if isinstance(deleted[0], str) else deleted[0]), deleted[1]
+    if isinstance(deleted_at, str):  # SQLite
+        deleted_at = date.fromisoformat(deleted_at)
+    recent = deleted_at >= timezone.now().date() - timedelta(days=settings.DELETED_ACCOUNT_ACI_REUSE_DAYS)
+    if recent and not Account.objects.filter(aci=aci).exists():
+        return aci
     return uuid.uuid4()
 
 

@@ -62,6 +62,8 @@ from signalserver.errors import (
     TransportNotAllowed,
     UnprocessableEntity,
 )
+from signalserver import rows
+from signalserver.db import bound_cursor, for_update
 from signalserver.rows import RowLoader
 from signalserver.wire import b64decode_url, b64encode_url
 
@@ -140,21 +142,27 @@ def find_live_session(raw_id: bytes, *, lock: bool = False) -> VerificationSessi
     """The unexpired session with these id bytes, or None; `lock` (inside a transaction): with its
     row locked `FOR NO KEY UPDATE`. Every step of a registration reads its session, so the statement
     is written once (signalserver.rows): a third of the ORM's CPU for the same read."""
-    rows, sql = _session_rows()
-    if lock and connection.features.has_select_for_update:  # SQLite locks the whole database instead
-        sql += " FOR NO KEY UPDATE" if connection.features.has_select_for_no_key_update else " FOR UPDATE"
+    loader, sql = _session_rows()
+    if lock:
+        sql += for_update(no_key=True)
     now = connection.ops.adapt_datetimefield_value(timezone.now())  # as the ORM compares datetimes
-    with connection.cursor() as cursor:
+    with bound_cursor() as cursor:
         cursor.execute(sql, [raw_id, now])
         row = cursor.fetchone()
-    return rows.load(row) if row is not None else None
+    return loader.load(row) if row is not None else None
 
 
 @cache
 def _session_rows() -> tuple[RowLoader, str]:
-    rows = RowLoader(VerificationSession)
+    loader = RowLoader(VerificationSession)
     table = VerificationSession._meta.db_table
-    return rows, f"SELECT {rows.columns('s')} FROM {table} s WHERE s.id = %s AND s.expires_at > %s"
+    return loader, f"SELECT {loader.columns('s')} FROM {table} s WHERE s.id = %s AND s.expires_at > %s"
+
+
+_RECOVERY_PASSWORD_DELETE = (
+    f"DELETE FROM {RegistrationRecoveryPassword._meta.db_table} WHERE pni IN"
+    f" (SELECT pni FROM {PhoneNumberIdentifier._meta.db_table} WHERE number = %s)"
+)
 
 
 # --- Services ------------------------------------------------------------------------------------
@@ -194,7 +202,7 @@ def _insert_session(number: str, push_token: str | None, push_token_type: str | 
         _send_push_challenge(session, push_token, push_token_type, request_it=bool(session.requested_information))
     session.allowed_to_request_code = not session.requested_information
     session.expires_at = _expiry(session, now)
-    session.save(force_insert=True)
+    rows.insert(session)
     return session
 
 
@@ -285,9 +293,8 @@ def submit_code(*, session_id: str, code: str) -> VerificationSession:
         session.verified = True
         session.code_hash, session.code_expires_at = "", None
         # The number is proven again: the recovery password, a second way in, is dropped.
-        RegistrationRecoveryPassword.objects.filter(
-            pni__in=PhoneNumberIdentifier.objects.filter(number=session.number).values("pni")
-        ).delete()
+        with bound_cursor() as cursor:
+            cursor.execute(_RECOVERY_PASSWORD_DELETE, [session.number])
     else:
         session.failed_attempts += 1
         session.last_attempt_at = now
@@ -542,4 +549,4 @@ def _expiry(session: VerificationSession, now: datetime) -> datetime:
 def _save(session: VerificationSession, now: datetime, fields: list[str]) -> None:
     """Save the changed fields; every update moves the expiry (SESSION_TTL after the longest wait)."""
     session.expires_at = _expiry(session, now)
-    session.save(update_fields=[*fields, "expires_at"])
+    rows.update(session, [*fields, "expires_at"])
