@@ -36,10 +36,6 @@ from signalserver.errors import log_unavailable, unavailable_dependency
 
 logger = logging.getLogger(__name__)
 
-# One channel-layer message per device carries at most this many rows; the rest follow.
-MAX_ROWS_PER_NOTIFICATION = 64
-CONCURRENT_HANDOFFS = 64
-
 _pending: dict[asyncio.AbstractEventLoop, list] = {}
 
 # channel name → (its event loop, the consumer's `queue_messages`), for this process's delivery sockets.
@@ -102,23 +98,33 @@ async def _hand_to_local_socket(queue_messages: Callable[[dict], Awaitable[None]
     return True
 
 
-async def _hand_to_socket(layer, channel: str, queued: list) -> bool:
-    """Give the rows to the device's socket in another process (or on another event loop) through
-    the channel layer; False when its channel is full (a socket that stopped reading, or one on a
-    node that died): the device is then treated as absent and pushed. The rows stay queued either
-    way."""
-    try:
-        # Through Redis the envelopes travel sealed, as their rows hold them (messaging/sealing.py).
-        for start in range(0, len(queued), MAX_ROWS_PER_NOTIFICATION):
-            rows = [
-                [delivery.row_id, *delivery.seal(), delivery.ephemeral, delivery.server_timestamp]
-                for delivery in queued[start : start + MAX_ROWS_PER_NOTIFICATION]
-            ]
-            await layer.send(channel, {"type": "queue.sealed", "messages": rows})
-    except ChannelFull:
-        logger.warning("a delivery socket's channel is full; the device is pushed instead")
-        return False
-    return True
+def _sealed_rows(queued: list) -> dict:
+    """The channel-layer event for rows going to another process: through Redis the envelopes
+    travel sealed, as their rows hold them (messaging/sealing.py)."""
+    rows = [[delivery.row_id, *delivery.seal(), delivery.ephemeral, delivery.server_timestamp] for delivery in queued]
+    return {"type": "queue.sealed", "messages": rows}
+
+
+async def _hand_to_sockets(layer, elsewhere: list, by_device: dict) -> set:
+    """Give the rows of each (device, channel) to its socket in another process (or on another
+    event loop) through the channel layer: one layer message per destination process
+    (`send_many`) where the layer bundles. Returns the devices handed over; a device whose
+    process's channel is full (a process that stopped reading, or a node that died) is not: it is
+    then treated as absent and pushed. The rows stay queued either way."""
+    if hasattr(layer, "send_many"):
+        full = set(await layer.send_many([(channel, _sealed_rows(by_device[device])) for device, channel in elsewhere]))
+        if full:
+            logger.warning("a delivery socket's channel is full; the device is pushed instead")
+        return {device for device, channel in elsewhere if channel not in full}
+    handed = set()
+    for device, channel in elsewhere:  # the in-memory layer (one process): rarely anything here
+        try:
+            await layer.send(channel, _sealed_rows(by_device[device]))
+        except ChannelFull:
+            logger.warning("a delivery socket's channel is full; the device is pushed instead")
+            continue
+        handed.add(device)
+    return handed
 
 
 async def _notify(deliveries: list) -> None:
@@ -129,8 +135,7 @@ async def _notify(deliveries: list) -> None:
     channels = await get_presence().alookup(devices)
     layer = get_channel_layer()
     # This loop's own sockets get their rows directly, in turn; the others through the channel
-    # layer concurrently (a multi-recipient send reaches many at once), at most
-    # CONCURRENT_HANDOFFS sends in flight.
+    # layer, one message per destination process.
     loop = asyncio.get_running_loop()
     handed, elsewhere = set(), []
     for device, channel in zip(devices, channels, strict=True):
@@ -141,10 +146,8 @@ async def _notify(deliveries: list) -> None:
             elsewhere.append((device, channel))
         elif await _hand_to_local_socket(local[1], by_device[device]):
             handed.add(device)
-    for start in range(0, len(elsewhere), CONCURRENT_HANDOFFS):
-        chunk = elsewhere[start : start + CONCURRENT_HANDOFFS]
-        results = await asyncio.gather(*(_hand_to_socket(layer, channel, by_device[device]) for device, channel in chunk))
-        handed.update(device for (device, _), ok in zip(chunk, results, strict=True) if ok)
+    if elsewhere:
+        handed |= await _hand_to_sockets(layer, elsewhere, by_device)
     absent = []
     for (aci, device_id) in devices:
         if (aci, device_id) in handed:
