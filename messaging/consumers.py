@@ -144,7 +144,7 @@ class ChatConsumer(FramedConsumer):
             principal=self.principal,
             verb=request.verb,
             path=request.path,
-            headers=merge_headers(self.upgrade_headers, request.headers),
+            headers=merge_headers(self.inherited_headers, request.headers),
             body=request.body,
             client=self.client_address,
             secure=self.scope.get("scheme") == "wss",

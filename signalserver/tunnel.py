@@ -117,14 +117,20 @@ def route_label(pattern: str) -> str:
     return "".join(label)
 
 
-def merge_headers(upgrade: dict[str, str], frame_headers) -> dict[str, str]:
-    """The upgrade's headers, overridden by the frame's, except X-Forwarded-For (ignored from a
-    frame) and User-Agent (the upgrade's wins). Header strings split at the first colon."""
-    merged = {
+def inherited_headers(upgrade: dict[str, str]) -> dict[str, str]:
+    """The upgrade's headers that its tunnelled requests inherit (a socket works this out once)."""
+    return {
         name: value
         for name, value in upgrade.items()
         if name not in _HOP_HEADERS and "websocket-" not in name and name != "authorization"
     }
+
+
+def merge_headers(inherited: dict[str, str], frame_headers) -> dict[str, str]:
+    """The `inherited_headers` of the upgrade, overridden by the frame's, except X-Forwarded-For
+    (ignored from a frame) and User-Agent (the upgrade's wins). Header strings split at the first
+    colon."""
+    merged = dict(inherited)
     for line in frame_headers:
         name, sep, value = line.partition(":")
         name = name.strip().lower()

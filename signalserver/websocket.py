@@ -29,7 +29,7 @@ from signalserver.errors import REDIS_UNAVAILABLE, UNAVAILABLE_RETRY_AFTER_SECON
 from signalserver.proto.websocket_pb2 import WebSocketMessage
 from signalserver.randomness import random_id
 from signalserver.redis_clients import wait_for_redis
-from signalserver.tunnel import reason_phrase
+from signalserver.tunnel import inherited_headers, reason_phrase
 
 MAX_REQUESTS_IN_FLIGHT = 16  # a socket's requests being answered at once; more wait unread
 BAD_REQUEST = (400, b'{"code":400,"message":"Bad request"}', ("Content-Type:application/json",))
@@ -95,6 +95,7 @@ class FramedConsumer(AsyncWebsocketConsumer):
         self.upgrade_headers = {
             name.decode("latin-1").lower(): value.decode("latin-1") for name, value in self.scope["headers"]
         }
+        self.inherited_headers = inherited_headers(self.upgrade_headers)  # of every tunnelled request
         try:
             await super().websocket_connect(message)
         except Exception as error:

@@ -6,6 +6,7 @@ import base64
 import binascii
 import uuid
 from dataclasses import dataclass
+from functools import lru_cache
 
 
 def _pad(text: str) -> str:
@@ -56,12 +57,20 @@ class ServiceId:
     @classmethod
     def parse(cls, text: str) -> ServiceId:
         """A bare UUID is an ACI; a PNI needs the `PNI:` prefix; `ACI:` is not accepted."""
-        is_pni = text.startswith("PNI:")
-        try:
-            value = uuid.UUID(text[4:] if is_pni else text)
-        except (ValueError, AttributeError):
-            raise ValueError("invalid service id") from None
-        return cls(value, is_pni)
+        if not isinstance(text, str):
+            raise ValueError("invalid service id")
+        return _parse_service_id(text)
 
     def __str__(self) -> str:
         return f"PNI:{self.uuid}" if self.is_pni else str(self.uuid)
+
+
+@lru_cache(maxsize=4096)
+def _parse_service_id(text: str) -> ServiceId:
+    """Parsed once per recent text: every send names its destination (immutable results, shared)."""
+    is_pni = text.startswith("PNI:")
+    try:
+        value = uuid.UUID(text[4:] if is_pni else text)
+    except ValueError:
+        raise ValueError("invalid service id") from None
+    return ServiceId(value, is_pni)
