@@ -151,11 +151,10 @@ class FramedConsumer(AsyncWebsocketConsumer):
         self.socket_id = request_ids.current.get() or request_ids.new_id()  # its request id
         self.channel_layer = get_channel_layer(self.channel_layer_alias)
         self.channel_name = await self.channel_layer.new_channel()
-        self.channel_receive = self._receive_from_layer
         self.base_send = send
         self._dispatching = asyncio.Lock()
         self.request_slots = asyncio.Semaphore(MAX_REQUESTS_IN_FLIGHT)
-        readers = [asyncio.ensure_future(self._read_socket(receive)), asyncio.ensure_future(self._dispatch_from(self.channel_receive))]
+        readers = [asyncio.ensure_future(self._read_socket(receive)), asyncio.ensure_future(self._dispatch_from(self._receive_from_layer))]
         try:
             done, _ = await asyncio.wait(readers, return_when=asyncio.FIRST_COMPLETED)
             for reader in done:
@@ -168,6 +167,13 @@ class FramedConsumer(AsyncWebsocketConsumer):
             await asyncio.gather(*readers, return_exceptions=True)
             if self.accepted:
                 self.open_sockets.dec()
+            # A reader's exception (StopConsumer, CancelledError) keeps its traceback, which
+            # passed through this frame: readers → task → exception → traceback → this frame →
+            # readers. Left as a cycle (like a bound method of the consumer kept on it, which is
+            # why the layer's reader is not stored as Channels stores `channel_receive`), a closed
+            # socket (consumer, protocol, transport, tasks) waits for a full garbage collection,
+            # which the tuned thresholds (asgi.py) make rare: the server's memory grew run by run.
+            readers = done = reader = None
 
     async def _dispatch_from(self, receive) -> None:
         while True:

@@ -513,3 +513,30 @@ async def test_a_full_delivery_channel_gets_its_device_pushed_and_the_other_devi
     assert (push.token, push.push_type) == (bob.apn_id, "alert")
     assert await database_sync_to_async(QueuedMessage.objects.filter(device__device_id=1, device__account=bob.account).count)() == 1
     await laptop_ws.disconnect()
+
+
+async def test_a_closed_socket_is_freed_by_reference_counting_alone(pair):
+    """The server collects cyclic garbage rarely (signalserver/asgi.py tunes the collector): a
+    closed socket left in a reference cycle (its consumer, the readers' tasks, their exceptions'
+    tracebacks) stayed in memory until a full collection, and the server grew run after run."""
+    import gc
+
+    from signalserver.websocket import FramedConsumer
+
+    def live_consumers():
+        return sum(isinstance(o, FramedConsumer) for o in gc.get_objects())
+
+    gc.collect()
+    gc.disable()
+    try:
+        before = live_consumers()
+        ws = await connected(pair[0])
+        await queue_empty(ws)
+        response = await tunnel(ws, "GET", "/v1/keepalive")
+        assert response.status == 200
+        await ws.disconnect()
+        del ws
+        await asyncio.sleep(0.1)  # the consumer's tasks finish their cancellation
+        assert live_consumers() == before
+    finally:
+        gc.enable()
