@@ -15,6 +15,7 @@ refused every client (docs/performance.md, "Bounded connections"). The connectio
 from __future__ import annotations
 
 import asyncio
+import collections
 import hashlib
 import time
 import weakref
@@ -85,6 +86,8 @@ return 1
 _SEND_SHA = hashlib.sha1(_SEND.encode()).hexdigest()
 # A message carrying messages for several channels of one process: [[channel, message], ...].
 BUNDLE = "__bundle__"
+# Closed channels whose late messages are dropped: many more than close within the layer's expiry.
+CLOSED_CHANNELS_REMEMBERED = 10_000
 
 
 class ChannelLayer(RedisChannelLayer):
@@ -95,9 +98,22 @@ class ChannelLayer(RedisChannelLayer):
     processes with one layer message per process: every message between processes used to cost
     eight Redis commands in two serial chains (docs/performance.md, "Relay across processes")."""
 
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.closed_channels: collections.OrderedDict[str, None] = collections.OrderedDict()
+
     def create_pool(self, index):
         host = dict(self.hosts[index])
         return redis.asyncio.BlockingConnectionPool.from_url(host.pop("address"), **_bounded("layer"), **host)
+
+    def forget(self, channel: str) -> None:
+        """The socket of this process-local `channel` is gone for good: drop what waits for it, and
+        what arrives for it later (a send that found it present just before it closed). Without
+        this, each such late message kept a buffer that nobody would read."""
+        self.receive_buffer.pop(channel, None)
+        self.closed_channels[channel] = None
+        if len(self.closed_channels) > CLOSED_CHANNELS_REMEMBERED:
+            self.closed_channels.popitem(last=False)
 
     async def send(self, channel: str, message: dict) -> None:
         assert isinstance(message, dict) and "__asgi_channel__" not in message and BUNDLE not in message
@@ -136,14 +152,24 @@ class ChannelLayer(RedisChannelLayer):
 
     async def receive_single(self, channel: str):
         """As channels_redis receives one message; a bundle's other messages go straight to the
-        buffers their channels' receivers read."""
-        channel, message = await super().receive_single(channel)
-        bundle = message.get(BUNDLE)
-        if bundle is None:
-            return channel, message
-        for name, each in bundle[:-1]:
-            self.receive_buffer[name].put_nowait(each)
-        return bundle[-1][0], bundle[-1][1]  # buffered by our caller, after the others: in order
+        buffers their channels' receivers read. Messages for forgotten channels are dropped."""
+        while True:
+            name, message = await super().receive_single(channel)
+            bundle = message.get(BUNDLE)
+            if bundle is None:
+                if isinstance(name, list):  # a group's message, for several channels of this process
+                    name = [each for each in name if each not in self.closed_channels]
+                    if name:
+                        return name, message
+                elif name not in self.closed_channels:
+                    return name, message
+                continue
+            entries = [entry for entry in bundle if entry[0] not in self.closed_channels]
+            if not entries:
+                continue
+            for name, each in entries[:-1]:
+                self.receive_buffer[name].put_nowait(each)
+            return entries[-1][0], entries[-1][1]  # buffered by our caller, after the others: in order
 
 
 async def wait_for_redis() -> None:

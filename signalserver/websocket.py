@@ -165,6 +165,8 @@ class FramedConsumer(AsyncWebsocketConsumer):
             for reader in readers:
                 reader.cancel()
             await asyncio.gather(*readers, return_exceptions=True)
+            if hasattr(self.channel_layer, "forget"):  # no late message waits for this socket
+                self.channel_layer.forget(self.channel_name)
             if self.accepted:
                 self.open_sockets.dec()
             # A reader's exception (StopConsumer, CancelledError) keeps its traceback, which

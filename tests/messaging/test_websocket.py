@@ -524,7 +524,8 @@ async def test_a_closed_socket_is_freed_by_reference_counting_alone(pair):
     from signalserver.websocket import FramedConsumer
 
     def live_consumers():
-        return sum(isinstance(o, FramedConsumer) for o in gc.get_objects())
+        # type(), not isinstance(): a weak proxy to a dead object among them raises on the latter.
+        return sum(issubclass(type(o), FramedConsumer) for o in gc.get_objects())
 
     gc.collect()
     gc.disable()
@@ -540,3 +541,20 @@ async def test_a_closed_socket_is_freed_by_reference_counting_alone(pair):
         assert live_consumers() == before
     finally:
         gc.enable()
+
+
+async def test_a_closed_socket_is_forgotten_by_the_channel_layer(pair):
+    """A message sent to a socket just as it closed must not leave a buffer behind in its process
+    (signalserver.redis_clients.ChannelLayer.forget)."""
+    from channels.layers import get_channel_layer
+
+    from messaging.presence import get_presence
+
+    device = pair[0]
+    ws = await connected(device)
+    await queue_empty(ws)
+    (channel,) = await get_presence().alookup([(device.account_id, device.device_id)])
+    assert channel is not None
+    await ws.disconnect()
+    # What arrives for it later is dropped (tests/signalserver/test_channel_layer.py).
+    assert channel in get_channel_layer().closed_channels

@@ -97,3 +97,29 @@ async def test_a_plain_send_still_reaches_its_channel_and_expires(processes):
         assert (await asyncio.wait_for(receiver.receive(channel), 5))["type"] == "new"
     finally:
         await short.close_pools()
+
+
+async def test_messages_for_a_forgotten_channel_leave_nothing_behind(processes):
+    sender, receiver = processes
+    gone, open_ = await receiver.new_channel(), await receiver.new_channel()
+    receiver.forget(gone)  # its socket closed; a sender found it present just before
+    await sender.send(gone, {"type": "late"})
+    await sender.send_many([(gone, {"type": "late"}), (open_, {"type": "live", "n": 1})])
+    await sender.send(open_, {"type": "live", "n": 2})
+    received = [await asyncio.wait_for(receiver.receive(open_), 5) for _ in range(2)]
+    assert [message["n"] for message in received] == [1, 2]
+    assert gone not in receiver.receive_buffer  # no buffer that nobody would read
+    assert await queued(receiver, open_) == 0
+
+
+async def test_a_group_message_reaches_the_open_channels_of_a_process_not_the_forgotten(processes):
+    sender, receiver = processes
+    gone, open_ = await receiver.new_channel(), await receiver.new_channel()
+    for channel in (gone, open_):
+        await receiver.group_add("test-group", channel)
+    receiver.forget(gone)
+    await sender.group_send("test-group", {"type": "queue.available"})
+    assert await asyncio.wait_for(receiver.receive(open_), 5) == {"type": "queue.available"}
+    assert gone not in receiver.receive_buffer
+    await receiver.group_discard("test-group", gone)
+    await receiver.group_discard("test-group", open_)
