@@ -31,7 +31,7 @@ from keys.models import (
 from signalserver import ratelimit
 from signalserver.batching import each_going_on
 from signalserver.crypto import verify_xeddsa
-from signalserver.db import any_of, bound_cursor
+from signalserver.db import any_of, as_uuid, bound_cursor
 from signalserver.errors import BadRequest, DomainError, InvalidSignature, NotFound, Unauthorized, UnprocessableEntity
 from signalserver.wire import ServiceId
 
@@ -405,13 +405,13 @@ def _read_targets(service_ids: list[ServiceId]) -> dict[ServiceId, _Target]:
     found: dict[ServiceId, _Target] = {}
     wanted_pnis = set(pnis)
     for aci, pni, access_key, unrestricted, blocks_someone, aci_key, pni_key, *device in rows:
-        key = ServiceId(_uuid(aci))
+        key = ServiceId(as_uuid(aci))
         target = found.get(key)
         if target is None:
             keys = {identity: bytes(value) for identity, value in ((Identity.ACI, aci_key), (Identity.PNI, pni_key)) if value is not None}
             target = found[key] = _Target(
                 aci=key.uuid,
-                pni=_uuid(pni) if pni is not None else None,
+                pni=as_uuid(pni) if pni is not None else None,
                 unidentified_access_key=bytes(access_key) if access_key is not None else None,
                 unrestricted_unidentified_access=bool(unrestricted),
                 blocks_someone=bool(blocks_someone),
@@ -424,10 +424,6 @@ def _read_targets(service_ids: list[ServiceId]) -> dict[ServiceId, _Target]:
     return found
 
 
-
-
-def _uuid(value) -> uuid.UUID:
-    return value if isinstance(value, uuid.UUID) else uuid.UUID(value)
 
 
 @dataclass(slots=True)

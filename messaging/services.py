@@ -40,7 +40,7 @@ from messaging.reports import report_token
 from messaging.sealing import UnreadableEnvelope, guid_tag, guid_tags, queue_keys, seal, unseal
 from signalserver import metrics, ratelimit
 from signalserver.batching import each_going_on
-from signalserver.db import any_of, bound_cursor
+from signalserver.db import any_of, as_uuid, bound_cursor
 from signalserver.randomness import uuid4
 from signalserver.errors import (
     BadRequest,
@@ -406,11 +406,6 @@ def _load_accounts(service_ids: list[ServiceId], sender_acis: list[uuid.UUID]) -
                 found[ServiceId(as_uuid(pni), is_pni=True)] = account
         account.devices.append(tuple(device))
     return found
-
-
-def as_uuid(value) -> uuid.UUID:
-    """A UUID column read with raw SQL: a UUID on PostgreSQL, 32 hex digits on SQLite."""
-    return value if isinstance(value, uuid.UUID) else uuid.UUID(value)
 
 
 def _check_device_set(

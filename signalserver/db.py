@@ -68,10 +68,10 @@ def _keep_usable_connections() -> None:
 
 def bound_cursor():
     """A cursor of the default database for raw SQL on hot paths: on PostgreSQL its parameters
-    are bound by the server (`signalserver.postgresql.base.DatabaseWrapper.bound_cursor`). Write
-    `%s` placeholders as for any Django cursor, and `%b` for arrays in SQL that only PostgreSQL
-    runs: binary arrays skip the quoting of every element (a regular expression over each
-    envelope's hex digits)."""
+    are bound by the server (`signalserver.postgresql.base.DatabaseWrapper.bound_cursor`). Mark
+    each parameter `%s` as in any Django cursor's SQL, and an array parameter `%b` in SQL that only
+    PostgreSQL runs: binary arrays skip the quoting of every element (a regular expression over
+    each envelope's hex digits)."""
     return connection.bound_cursor() if connection.vendor == "postgresql" else connection.cursor()
 
 
@@ -92,6 +92,11 @@ def any_of(column: str, values: list, sql_type: str) -> tuple[str, list]:
     if not values:
         return "1 = 0", []
     return f"{column} IN ({', '.join(['%s'] * len(values))})", [v.hex if isinstance(v, uuid.UUID) else v for v in values]
+
+
+def as_uuid(value) -> uuid.UUID:
+    """A UUID column read with raw SQL: a UUID on PostgreSQL, 32 hex digits on SQLite."""
+    return value if isinstance(value, uuid.UUID) else uuid.UUID(value)
 
 
 def in_db_thread(function):

@@ -33,7 +33,7 @@ from keys.models import Identity, IdentityKey
 from media import avatars, store
 from signalserver import ratelimit
 from signalserver.batching import each_going_on
-from signalserver.db import any_of, bound_cursor
+from signalserver.db import any_of, as_uuid, bound_cursor
 from signalserver.errors import DomainError, NotFound, Unauthorized
 from signalserver.wire import ServiceId
 
@@ -293,13 +293,13 @@ def _read_accounts(service_ids: list[ServiceId]) -> dict[ServiceId, _Account]:
     found: dict[ServiceId, _Account] = {}
     wanted_pnis = set(pnis)
     for aci, pni, access_key, unrestricted, blocks_someone, aci_key, pni_key, capabilities in rows:
-        aci = _uuid(aci)
+        aci = as_uuid(aci)
         account = found.get(ServiceId(aci))
         if account is None:
             keys = {identity: bytes(value) for identity, value in ((Identity.ACI, aci_key), (Identity.PNI, pni_key)) if value is not None}
             account = _Account(
                 aci=aci,
-                pni=_uuid(pni) if pni is not None else None,
+                pni=as_uuid(pni) if pni is not None else None,
                 unidentified_access_key=bytes(access_key) if access_key is not None else None,
                 unrestricted_unidentified_access=bool(unrestricted),
                 blocks_someone=bool(blocks_someone),
@@ -336,7 +336,7 @@ def _read_versions(wanted: set[tuple[uuid.UUID, str]]) -> dict[tuple[uuid.UUID, 
         rows = cursor.fetchall()
     found = {}
     for aci, version, name, about, about_emoji, avatar, payment_address, phone_number_sharing, current in rows:
-        key = (_uuid(aci), version)
+        key = (as_uuid(aci), version)
         if key in wanted:  # (the query also matches another account's version asked for)
             found[key] = (_bytes(name), _bytes(about), _bytes(about_emoji), avatar, _bytes(payment_address), _bytes(phone_number_sharing), bool(current))
     return found
@@ -344,10 +344,6 @@ def _read_versions(wanted: set[tuple[uuid.UUID, str]]) -> dict[tuple[uuid.UUID, 
 
 def _bytes(value) -> bytes | None:
     return bytes(value) if value is not None else None
-
-
-def _uuid(value) -> uuid.UUID:
-    return value if isinstance(value, uuid.UUID) else uuid.UUID(value)
 
 
 def identity_check(elements: list[tuple[ServiceId, bytes]]) -> list[tuple[ServiceId, bytes]]:

@@ -35,7 +35,7 @@ from keys.models import Identity
 from push.services import FAILED_REGISTRATION_LOCK, alert_attempted_login
 from keys.services import SignedPreKeyData, set_identity_keys, store_repeated_use_keys, verify_signed_prekeys
 from signalserver import metrics, ratelimit, rows
-from signalserver.db import bound_cursor, for_update
+from signalserver.db import as_uuid, bound_cursor, for_update
 from signalserver.rows import RowLoader
 from signalserver.auth import LOCKED_PREFIX, MAX_CREDENTIAL_LENGTH, SaltedTokenHash
 from signalserver.errors import (
@@ -267,8 +267,7 @@ def _locked_number(number: str) -> tuple[uuid.UUID, Account | None]:
         (pni,) = cursor.fetchone()
         cursor.execute(account_sql, [number])
         row = cursor.fetchone()
-    pni = pni if isinstance(pni, uuid.UUID) else uuid.UUID(pni)  # SQLite gives the hex digits
-    return pni, loader.load(row) if row is not None else None
+    return as_uuid(pni), loader.load(row) if row is not None else None
 
 
 @cache
@@ -290,7 +289,7 @@ def _aci_for_new_account(number: str) -> uuid.UUID:
         deleted = cursor.fetchone()
     if deleted is None:
         return uuid.uuid4()
-    aci, deleted_at = (uuid.UUID(deleted[0]) if isinstance(deleted[0], str) else deleted[0]), deleted[1]
+    aci, deleted_at = as_uuid(deleted[0]), deleted[1]
     if isinstance(deleted_at, str):  # SQLite
         deleted_at = date.fromisoformat(deleted_at)
     recent = deleted_at >= timezone.now().date() - timedelta(days=settings.DELETED_ACCOUNT_ACI_REUSE_DAYS)
